@@ -1,0 +1,198 @@
+//! `/api/flights`: book a flight (flight + event in one transaction), read one,
+//! list them.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use outbox::envelope::{FlightBookedV1, NewEvent};
+use serde::{Deserialize, Serialize};
+use service_kit::problem::Problem;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::JsonBody;
+use crate::domain::BookFlightRequest;
+use crate::flights::{self, Flight};
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Book a flight
+///
+/// Writes the flight and its `FlightBooked` event in one transaction: both are
+/// committed, or neither. The relay then publishes the event to SQS.
+///
+/// Send an `Idempotency-Key` header to make retries safe: a retry with the same
+/// key and body returns the original booking (same id, no second event).
+#[utoipa::path(
+    post,
+    path = "/api/flights",
+    tag = "flights",
+    request_body = BookFlightRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: up to 255 visible ASCII characters, unique per booking"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context, carried to the consumer"),
+    ),
+    responses(
+        (status = 201, description = "Booked (or the original booking, for a retried Idempotency-Key)", body = Flight,
+         headers(("Location" = String, description = "URL of the booking"))),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Nothing was written", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn book_flight(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    body: JsonBody<BookFlightRequest>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let new_flight = body.value.validate().map_err(ApiError::Validation)?;
+    let traceparent = crate::trace::traceparent(&headers);
+    let flight_id = Uuid::now_v7();
+
+    let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
+    if let Some(key) = &key {
+        let hash = Sha256::digest(&body.canonical).to_vec();
+        if let Some((stored_hash, original)) = flights::claim_idempotency_key(&mut tx, key, &hash, flight_id).await? {
+            tx.rollback().await.map_err(anyhow::Error::from)?;
+            if stored_hash != hash {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            let flight = flights::find(&pool, original)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("idempotency key points to a missing flight {original}"))?;
+            tracing::info!(flight_id = %flight.id, "idempotent retry answered with the original booking");
+            return Ok(created(flight, true));
+        }
+    }
+    let flight = flights::insert(&mut tx, flight_id, &new_flight).await?;
+    let event = FlightBookedV1 {
+        flight_id: flight.id,
+        departure_airport: flight.departure_airport.clone(),
+        arrival_airport: flight.arrival_airport.clone(),
+        departure_date_time: flight.departure_date_time,
+        arrival_date_time: flight.arrival_date_time,
+        passenger_name: flight.passenger_name.clone(),
+        fare: flight.fare.clone(),
+        booked_at: flight.created_at,
+    };
+    let envelope = outbox::store::enqueue(&mut tx, NewEvent::of(flight.id, &event, Some(traceparent))?).await?;
+    tx.commit().await.map_err(|e| anyhow::Error::from(e).context("Failed to commit the booking"))?;
+
+    tracing::info!(flight_id = %flight.id, event_id = %envelope.event_id, "flight booked");
+    Ok(created(flight, false))
+}
+
+fn created(flight: Flight, replayed: bool) -> Response {
+    let location = format!("/api/flights/{}", flight.id);
+    let mut response = (StatusCode::CREATED, Json(flight)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, HeaderValue::from_str(&location).expect("a path is a valid header"));
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::bad_field("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"))
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+/// Get a flight
+#[utoipa::path(
+    get,
+    path = "/api/flights/{id}",
+    tag = "flights",
+    params(("id" = Uuid, Path, description = "Booking id")),
+    responses(
+        (status = 200, description = "The booking", body = Flight),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_flight(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Json<Flight>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad_field("id", "must be a UUID"))?;
+    flights::find(&pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("No flight with id {id}")))
+}
+
+/// Query of the paged listings.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1–100 (default 20).
+    pub limit: Option<String>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match &self.limit {
+            None => Ok(20),
+            Some(raw) => raw
+                .parse::<i64>()
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| ApiError::bad_field("limit", "must be a whole number from 1 to 100")),
+        }
+    }
+}
+
+/// A page of flights, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlightPage {
+    pub items: Vec<Flight>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// List flights
+///
+/// Newest first, paged with `limit` and `cursor`.
+#[utoipa::path(
+    get,
+    path = "/api/flights",
+    tag = "flights",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of bookings", body = FlightPage),
+        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_flights(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<FlightPage>, ApiError> {
+    let limit = query.limit()?;
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|c| Uuid::parse_str(c).map_err(|_| ApiError::bad_field("cursor", "is not a cursor this API returned")))
+        .transpose()?;
+    let items = flights::list(&state.pool, before, limit).await?;
+    let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|f| f.id.to_string())).flatten();
+    Ok(Json(FlightPage { items, next_cursor }))
+}

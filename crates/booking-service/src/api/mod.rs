@@ -1,0 +1,78 @@
+//! The HTTP surface. Routes are declared with utoipa-axum, so the OpenAPI
+//! document served to Swagger UI is generated from the same handlers.
+
+pub mod error;
+pub mod extract;
+pub mod flights;
+pub mod outbox;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Router, extract::DefaultBodyLimit};
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_swagger_ui::SwaggerUi;
+
+/// What handlers share.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub registry: Arc<Registry>,
+    pub relay_metrics: ::outbox::metrics::RelayMetrics,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "booking-service",
+        description = "Books flights. Each booking and its FlightBooked event are written in one \
+                       PostgreSQL transaction (the transactional outbox); a relay publishes the \
+                       events to Amazon SQS, where payment-service picks them up.",
+        license(name = "MIT")
+    ),
+    tags(
+        (name = "flights", description = "Book and read flights"),
+        (name = "outbox", description = "Watch events waiting to be published, and resume parked ones"),
+        (name = "health", description = "Liveness and readiness")
+    )
+)]
+struct ApiDoc;
+
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(flights::book_flight, flights::list_flights))
+        .routes(routes!(flights::get_flight))
+        .routes(routes!(outbox::list_outbox))
+        .routes(routes!(outbox::retry_event))
+        .routes(routes!(service_kit::http::live))
+        .routes(routes!(service_kit::http::ready))
+}
+
+/// The OpenAPI document (also committed as `openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let (api, doc) = api().split_for_parts();
+    let app = api
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+        .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", doc));
+    service_kit::http::with_common_layers(app)
+}
+
+/// Prometheus metrics; the backlog gauges are read from the outbox table now.
+async fn metrics(State(state): State<AppState>) -> Response {
+    if let Err(e) = state.relay_metrics.refresh(&state.pool).await {
+        tracing::warn!(error = %e, "failed to refresh outbox gauges");
+    }
+    service_kit::http::render_metrics(&state.registry)
+}

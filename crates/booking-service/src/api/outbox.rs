@@ -1,0 +1,81 @@
+//! `/api/outbox`: what is still waiting to be published, and the operator's
+//! "retry" for parked events. This is where a user watches events wait while
+//! the queue is blocked.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use outbox::store::{self, OutboxEntry, RetryOutcome};
+use serde::Serialize;
+use service_kit::problem::Problem;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::flights::PageQuery;
+
+/// A page of unpublished events, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxPage {
+    pub items: Vec<OutboxEntry>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// List unpublished events
+///
+/// Events not yet accepted by SQS, oldest first, with their delivery state:
+/// attempts, last error, next attempt, parked.
+#[utoipa::path(
+    get,
+    path = "/api/outbox",
+    tag = "outbox",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of unpublished events", body = OutboxPage),
+        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_outbox(State(pool): State<PgPool>, Query(query): Query<PageQuery>) -> Result<Json<OutboxPage>, ApiError> {
+    let limit = query.limit()?;
+    let after = match query.cursor.as_deref() {
+        None => 0,
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|s| *s >= 0)
+            .ok_or_else(|| ApiError::bad_field("cursor", "is not a cursor this API returned"))?,
+    };
+    let items = store::list_unpublished(&pool, after, limit).await?;
+    let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|e| e.seq.to_string())).flatten();
+    Ok(Json(OutboxPage { items, next_cursor }))
+}
+
+/// Retry an event
+///
+/// Puts a parked (or backing-off) event back in line now, with a fresh set of
+/// attempts, and wakes the relay.
+#[utoipa::path(
+    post,
+    path = "/api/outbox/{eventId}/retry",
+    tag = "outbox",
+    params(("eventId" = Uuid, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "Back in line", body = OutboxEntry),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event (or already deleted by retention)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already published", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn retry_event(State(pool): State<PgPool>, Path(event_id): Path<String>) -> Result<Json<OutboxEntry>, ApiError> {
+    let event_id = Uuid::parse_str(&event_id).map_err(|_| ApiError::bad_field("eventId", "must be a UUID"))?;
+    match store::retry(&pool, event_id).await? {
+        RetryOutcome::Requeued(entry) => {
+            tracing::info!(%event_id, "event put back in line by an operator");
+            Ok(Json(entry))
+        }
+        RetryOutcome::AlreadyPublished => Err(ApiError::Conflict(format!("Event {event_id} was already published"))),
+        RetryOutcome::NotFound => Err(ApiError::NotFound(format!("No event with id {event_id}"))),
+    }
+}

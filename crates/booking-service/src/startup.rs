@@ -1,0 +1,101 @@
+//! Wiring: database, relay, HTTP server, and their shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use outbox::metrics::RelayMetrics;
+use outbox::relay::Relay;
+use outbox::sqs::{Queue, SqsPublisher};
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, DEFAULT_DATABASE};
+
+/// Migrations of `migrations/booking`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/booking");
+
+/// A built, not yet running, booking-service.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    pool: PgPool,
+    relay: Option<Arc<Relay<SqsPublisher>>>,
+    emf_namespace: Option<String>,
+}
+
+impl Application {
+    /// Validates the configuration, connects (creating the database and
+    /// migrating unless `RUN_MIGRATIONS=false`), builds the relay and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let options = config.database.connect_options(DEFAULT_DATABASE)?;
+        let queue_client = if config.relay.relay_enabled {
+            // Validate the queue settings before touching the database.
+            let client = outbox::sqs::client().await;
+            Some(Queue::new(client, &config.queue)?)
+        } else {
+            None
+        };
+        let pool = service_kit::db::connect(&config.database, options, &MIGRATOR).await?;
+
+        let relay_metrics = RelayMetrics::default();
+        let mut registry = Registry::default();
+        relay_metrics.register(&mut registry);
+        let relay = queue_client.map(|queue| {
+            Arc::new(Relay::new(pool.clone(), SqsPublisher::new(queue), config.relay.clone(), relay_metrics.clone()))
+        });
+
+        let state = AppState { pool: pool.clone(), registry: Arc::new(registry), relay_metrics };
+        let router = api::router(state, config.max_body_bytes as usize);
+        let listener = TcpListener::bind(config.bind_addr)
+            .await
+            .with_context(|| format!("Failed to bind BIND_ADDR {}", config.bind_addr))?;
+        Ok(Self { listener, router, pool, relay, emf_namespace: config.emf_namespace })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The relay's id, when it runs in this process.
+    pub fn relay_id(&self) -> Option<uuid::Uuid> {
+        self.relay.as_ref().map(|r| r.id())
+    }
+
+    /// Serves until `shutdown`: in-flight requests finish, the relay completes
+    /// its current batch and releases what it holds.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.listener.local_addr()?, "booking-service listening");
+        let relay = self.relay.map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+        let emf = self.emf_namespace.map(|namespace| {
+            tokio::spawn(outbox::metrics::emit_emf(
+                self.pool.clone(),
+                namespace,
+                "booking-service".into(),
+                Duration::from_secs(10),
+                shutdown.clone(),
+            ))
+        });
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("HTTP server failed");
+        shutdown.cancel();
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
+        if let Some(emf) = emf {
+            let _ = emf.await;
+        }
+        self.pool.close().await;
+        tracing::info!("booking-service stopped");
+        server
+    }
+}

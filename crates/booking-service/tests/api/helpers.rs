@@ -1,0 +1,239 @@
+use std::time::Duration;
+
+use booking_service::config::Config;
+use booking_service::startup::Application;
+use clap::Parser;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Server root without a database name; each test gets its own database on it.
+pub fn database_server() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+pub fn sample_body() -> Value {
+    json!({
+        "departureAirport": "Paris",
+        "arrivalAirport": "London",
+        "departureDateTime": "2023-09-01T08:00:00.000Z",
+        "arrivalDateTime": "2023-09-01T08:15:00.000Z"
+    })
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub pool: PgPool,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    pub queue_url: Option<String>,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// An app with the relay off: events stay in the outbox.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(None, &[]).await
+}
+
+/// An app whose relay publishes to a new queue `name` (FIFO when it ends in .fifo).
+pub async fn spawn_app_with_queue(name: &str, extra: &[&str]) -> TestApp {
+    let client = outbox::sqs::client().await;
+    let url = outbox::sqs::create_queue(&client, name).await.expect("the SQS server answers (see scripts/test.sh)");
+    spawn_with(Some(url), extra).await
+}
+
+/// An app on an existing database (several replicas on one database).
+pub async fn spawn_replica(database_url: &str, queue_url: Option<String>, extra: &[&str]) -> TestApp {
+    start(database_url.to_owned(), queue_url, extra).await
+}
+
+async fn spawn_with(queue_url: Option<String>, extra: &[&str]) -> TestApp {
+    service_kit::telemetry::init_for_tests();
+    let database_url = format!("{}/t_{}", database_server(), Uuid::new_v4().simple());
+    start(database_url, queue_url, extra).await
+}
+
+async fn start(database_url: String, queue_url: Option<String>, extra: &[&str]) -> TestApp {
+    let mut args = vec![
+        "booking-service".to_owned(),
+        "--bind-addr=127.0.0.1:0".to_owned(),
+        format!("--database-url={database_url}"),
+        "--max-connections=5".to_owned(),
+    ];
+    match &queue_url {
+        Some(url) => args.push(format!("--sqs-queue-url={url}")),
+        None => args.push("--relay-enabled=false".to_owned()),
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let config = Config::parse_from(args);
+    let app = Application::build(config).await.expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let pool = app.pool().clone();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run(shutdown.clone()));
+    TestApp {
+        address,
+        pool,
+        database_url,
+        client: reqwest::Client::new(),
+        queue_url,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub async fn book(&self, body: &Value) -> reqwest::Response {
+        self.client.post(format!("{}/api/flights", self.address)).json(body).send().await.unwrap()
+    }
+
+    /// Books the sample flight and returns its id.
+    pub async fn book_sample(&self) -> Uuid {
+        let response = self.book(&sample_body()).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.address)).send().await.unwrap()
+    }
+
+    /// (flights, outbox rows)
+    pub async fn counts(&self) -> (i64, i64) {
+        let flights: i64 = sqlx::query_scalar("select count(*) from flight").fetch_one(&self.pool).await.unwrap();
+        let events: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(&self.pool).await.unwrap();
+        (flights, events)
+    }
+
+    /// Stops the app as SIGTERM would, and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Asserts a problem+json response and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status, "status");
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json",
+        "content type"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status, "{body}");
+    assert!(body["title"].is_string() && body["type"].is_string(), "{body}");
+    body
+}
+
+/// Waits for `check` to return `Some`, up to `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn unique_queue(prefix: &str) -> String {
+    format!("{prefix}-{}.fifo", Uuid::new_v4().simple())
+}
+
+/// Receives (and deletes) messages until `expected` arrived or `timeout` passed.
+pub async fn receive_all(queue_url: &str, expected: usize, timeout: Duration) -> Vec<aws_sdk_sqs::types::Message> {
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
+    let client = outbox::sqs::client().await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut received = Vec::new();
+    while received.len() < expected && tokio::time::Instant::now() < deadline {
+        let output = client
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        for message in output.messages.unwrap_or_default() {
+            client
+                .delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            received.push(message);
+        }
+    }
+    received
+}
+
+/// Inserts `count` test events for `aggregate`, each in its own transaction,
+/// with payload `{"n": i}` (i counting from `from`).
+pub async fn enqueue_sequence(pool: &PgPool, aggregate: Uuid, from: usize, count: usize) {
+    for n in from..from + count {
+        let mut tx = pool.begin().await.unwrap();
+        outbox::store::enqueue(
+            &mut tx,
+            outbox::NewEvent {
+                event_type: "TestEvent",
+                event_version: 1,
+                aggregate_type: "test",
+                aggregate_id: aggregate,
+                traceparent: None,
+                payload: json!({ "n": n }),
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+/// Unpublished rows left.
+pub async fn unpublished(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from outbox where published_at is null").fetch_one(pool).await.unwrap()
+}
+
+/// (aggregate id, n) of received test events, in arrival order.
+pub fn sequence_of(messages: &[aws_sdk_sqs::types::Message]) -> Vec<(String, u64)> {
+    messages
+        .iter()
+        .map(|m| {
+            let envelope: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            (envelope["aggregateId"].as_str().unwrap().to_owned(), envelope["payload"]["n"].as_u64().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// Asserts every aggregate's events arrived complete and in order, exactly once.
+pub fn assert_in_order_per_aggregate(messages: &[aws_sdk_sqs::types::Message], per_aggregate: usize) {
+    let mut by_aggregate: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    for (aggregate, n) in sequence_of(messages) {
+        by_aggregate.entry(aggregate).or_default().push(n);
+    }
+    for (aggregate, ns) in &by_aggregate {
+        let expected: Vec<u64> = (0..per_aggregate as u64).collect();
+        assert_eq!(ns, &expected, "events of {aggregate} out of order, missing or duplicated");
+    }
+}

@@ -1,0 +1,1 @@
+//! SQS consumer loop (payment-service); see issue 4.

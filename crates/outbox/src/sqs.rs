@@ -1,0 +1,329 @@
+//! Amazon SQS: the client, the queue, and the batch publisher the relay uses.
+//!
+//! The endpoint comes from the SDK's own configuration chain, so
+//! `AWS_ENDPOINT_URL_SQS` points the very same code at a local emulator.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use clap::Args;
+use tokio::sync::RwLock;
+
+use crate::store::Claimed;
+
+/// Which queue to use.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// Queue URL. A name ending in `.fifo` makes it a FIFO queue (the default
+    /// set-up); any other is treated as a standard queue.
+    #[arg(long, env = "SQS_QUEUE_URL", conflicts_with = "sqs_queue_name")]
+    pub sqs_queue_url: Option<String>,
+    /// Queue name, resolved with GetQueueUrl (and again after QueueDoesNotExist).
+    #[arg(long, env = "SQS_QUEUE_NAME")]
+    pub sqs_queue_name: Option<String>,
+}
+
+/// A queue configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueConfigError {
+    #[error("no queue configured: set SQS_QUEUE_URL or SQS_QUEUE_NAME")]
+    Missing,
+    #[error("SQS_QUEUE_URL {0:?} is not an http(s) URL")]
+    BadUrl(String),
+}
+
+/// Builds an SQS client from the default chain (ECS task role in AWS; env vars
+/// or profiles elsewhere). Timeouts are bounded so a black-holed endpoint cannot
+/// hold the relay past its claim lease; retries are few because the outbox
+/// itself retries with backoff.
+pub async fn client() -> Client {
+    let config = aws_config::from_env()
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(25))
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(2))
+        .load()
+        .await;
+    Client::new(&config)
+}
+
+/// A queue known by URL or by name; the URL of a named queue is resolved lazily
+/// and forgotten when SQS says the queue does not exist, so a re-created queue
+/// is found again.
+#[derive(Clone)]
+pub struct Queue {
+    client: Client,
+    name: Option<String>,
+    url: Arc<RwLock<Option<String>>>,
+    fifo: bool,
+}
+
+impl Queue {
+    pub fn new(client: Client, args: &QueueArgs) -> Result<Self, QueueConfigError> {
+        let (name, url) = match (&args.sqs_queue_url, &args.sqs_queue_name) {
+            (Some(url), _) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(QueueConfigError::BadUrl(url.clone()));
+                }
+                (None, Some(url.clone()))
+            }
+            (None, Some(name)) if !name.trim().is_empty() => (Some(name.clone()), None),
+            _ => return Err(QueueConfigError::Missing),
+        };
+        let fifo = name.as_deref().or(url.as_deref()).unwrap_or_default().ends_with(".fifo");
+        Ok(Self { client, name, url: Arc::new(RwLock::new(url)), fifo })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        self.fifo
+    }
+
+    /// The queue URL, resolving the name when needed.
+    pub async fn url(&self) -> Result<String, SendError> {
+        if let Some(url) = self.url.read().await.clone() {
+            return Ok(url);
+        }
+        let name = self.name.as_deref().unwrap_or_default();
+        let resolved = self
+            .client
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(SendError::from_sdk)?
+            .queue_url
+            .ok_or_else(|| SendError::new(FailureReason::Other, "GetQueueUrl returned no URL"))?;
+        *self.url.write().await = Some(resolved.clone());
+        Ok(resolved)
+    }
+
+    /// Forgets a resolved URL (only for queues known by name).
+    pub async fn invalidate(&self) {
+        if self.name.is_some() {
+            *self.url.write().await = None;
+        }
+    }
+}
+
+/// Why a send failed, as a metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    QueueDoesNotExist,
+    AccessDenied,
+    Throttled,
+    Unreachable,
+    Rejected,
+    Other,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::QueueDoesNotExist => "queue_does_not_exist",
+            Self::AccessDenied => "access_denied",
+            Self::Throttled => "throttled",
+            Self::Unreachable => "unreachable",
+            Self::Rejected => "rejected",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A failed call (the whole batch) or a failed entry.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    pub reason: FailureReason,
+    pub message: String,
+}
+
+impl SendError {
+    pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+
+    pub fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let reason = match &err {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => FailureReason::Unreachable,
+            SdkError::ServiceError(service) => classify(service.err().code()),
+            _ => FailureReason::Other,
+        };
+        let message = match err.code() {
+            Some(code) => format!("{code}: {}", err.message().unwrap_or("no message")),
+            None => format!("{}", aws_sdk_sqs::error::DisplayErrorContext(&err)),
+        };
+        Self { reason, message }
+    }
+}
+
+fn classify(code: Option<&str>) -> FailureReason {
+    match code.unwrap_or_default() {
+        c if c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist") => FailureReason::QueueDoesNotExist,
+        c if c.contains("AccessDenied") || c.contains("NotAuthorized") || c.contains("InvalidClientTokenId") => {
+            FailureReason::AccessDenied
+        }
+        c if c.contains("Throttl") || c.contains("RequestThrottled") || c.contains("OverLimit") => {
+            FailureReason::Throttled
+        }
+        _ => FailureReason::Other,
+    }
+}
+
+/// What happened to each message of a batch, in the order given.
+pub type BatchOutcome = Vec<Result<(), SendError>>;
+
+/// Sends a batch of claimed outbox rows somewhere. The relay depends on this
+/// trait, so tests can wrap the real SQS publisher to inject faults.
+pub trait Publisher: Send + Sync + 'static {
+    /// Sends up to 10 messages in one call. `Err` means nothing was sent (the
+    /// call failed as a whole); `Ok` carries one result per message, because
+    /// SQS accepts or refuses each entry of a batch separately.
+    fn publish(&self, batch: &[Claimed]) -> impl Future<Output = Result<BatchOutcome, SendError>> + Send;
+}
+
+/// SQS's limits for one SendMessageBatch call.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// Splits rows into batches SQS accepts: at most 10 entries and 256 KiB of
+/// bodies plus attributes per call. A single oversized row travels alone (SQS
+/// will refuse it and it will eventually be parked, visible to an operator).
+pub fn split_batches(rows: &[Claimed]) -> Vec<&[Claimed]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let size = message_size(row);
+        let count = i - start;
+        if count > 0 && (count == MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES) {
+            batches.push(&rows[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < rows.len() {
+        batches.push(&rows[start..]);
+    }
+    batches
+}
+
+/// Body plus attribute names, types and values, as SQS counts them.
+fn message_size(row: &Claimed) -> usize {
+    let attributes = ("eventType".len() + "String".len() + row.event_type.len())
+        + ("eventVersion".len() + "Number".len() + 10)
+        + ("contentType".len() + "String".len() + "application/json".len())
+        + row.traceparent.as_ref().map_or(0, |t| "traceparent".len() + "String".len() + t.len());
+    row.body.len() + attributes
+}
+
+/// Publishes to SQS with SendMessageBatch. On a FIFO queue the aggregate id is
+/// the message group (order per booking) and the event id the deduplication id
+/// (a re-send after a crash within 5 minutes is dropped by SQS itself).
+#[derive(Clone)]
+pub struct SqsPublisher {
+    queue: Queue,
+}
+
+impl SqsPublisher {
+    pub fn new(queue: Queue) -> Self {
+        Self { queue }
+    }
+
+    fn entry(&self, index: usize, row: &Claimed) -> SendMessageBatchRequestEntry {
+        let string = |v: &str| {
+            MessageAttributeValue::builder().data_type("String").string_value(v).build().expect("data type is set")
+        };
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id(index.to_string())
+            .message_body(&row.body)
+            .message_attributes("eventType", string(&row.event_type))
+            .message_attributes(
+                "eventVersion",
+                MessageAttributeValue::builder()
+                    .data_type("Number")
+                    .string_value(row.event_version.to_string())
+                    .build()
+                    .expect("data type is set"),
+            )
+            .message_attributes("contentType", string("application/json"));
+        if let Some(traceparent) = &row.traceparent {
+            entry = entry.message_attributes("traceparent", string(traceparent));
+        }
+        if self.queue.is_fifo() {
+            entry = entry
+                .message_group_id(row.aggregate_id.to_string())
+                .message_deduplication_id(row.event_id.to_string());
+        }
+        entry.build().expect("id and body are set")
+    }
+}
+
+impl Publisher for SqsPublisher {
+    async fn publish(&self, batch: &[Claimed]) -> Result<BatchOutcome, SendError> {
+        let url = self.queue.url().await.inspect_err(|e| {
+            if e.reason == FailureReason::QueueDoesNotExist {
+                tracing::debug!("queue not found while resolving its URL");
+            }
+        })?;
+        let entries = batch.iter().enumerate().map(|(i, row)| self.entry(i, row)).collect();
+        let result = self.queue.client().send_message_batch().queue_url(url).set_entries(Some(entries)).send().await;
+        let output = match result {
+            Ok(output) => output,
+            Err(err) => {
+                let err = SendError::from_sdk(err);
+                if err.reason == FailureReason::QueueDoesNotExist {
+                    self.queue.invalidate().await;
+                }
+                return Err(err);
+            }
+        };
+        // Every entry is checked: only those SQS lists as successful count as sent.
+        let mut outcome: BatchOutcome = (0..batch.len())
+            .map(|_| Err(SendError::new(FailureReason::Other, "SQS reported no result for this entry")))
+            .collect();
+        for ok in output.successful() {
+            if let Some(slot) = ok.id().parse::<usize>().ok().and_then(|i| outcome.get_mut(i)) {
+                *slot = Ok(());
+            }
+        }
+        for failed in output.failed() {
+            if let Some(slot) = failed.id().parse::<usize>().ok().and_then(|i| outcome.get_mut(i)) {
+                let reason = if failed.sender_fault() { FailureReason::Rejected } else { classify(Some(failed.code())) };
+                *slot = Err(SendError::new(
+                    reason,
+                    format!("{}: {}", failed.code(), failed.message().unwrap_or("no message")),
+                ));
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Creates a queue (tests, benchmarks and local set-up). FIFO when the name ends in `.fifo`.
+pub async fn create_queue(client: &Client, name: &str) -> anyhow::Result<String> {
+    let mut request = client.create_queue().queue_name(name);
+    if name.ends_with(".fifo") {
+        request = request.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+    }
+    let output = request.send().await.with_context(|| format!("Failed to create queue {name}"))?;
+    output.queue_url.context("CreateQueue returned no URL")
+}

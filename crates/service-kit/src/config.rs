@@ -1,0 +1,165 @@
+//! Settings shared by both services. Each service flattens these into its own
+//! `clap` parser, so `--help` lists every variable and a malformed value stops the
+//! process at start with a message naming it.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgConnectOptions;
+
+/// Where the service's database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Full connection URL. When unset, the PG* parts below are used (that is
+    /// what ECS injects from the Aurora secret).
+    #[arg(long, env = "DATABASE_URL", value_parser = parse_secret, hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+    /// Database host (used when DATABASE_URL is unset).
+    #[arg(long, env = "PGHOST")]
+    pub pghost: Option<String>,
+    /// Database port.
+    #[arg(long, env = "PGPORT", default_value_t = 5432)]
+    pub pgport: u16,
+    /// Database user (used when DATABASE_URL is unset).
+    #[arg(long, env = "PGUSER")]
+    pub pguser: Option<String>,
+    /// Database password.
+    #[arg(long, env = "PGPASSWORD", value_parser = parse_secret, hide_env_values = true)]
+    pub pgpassword: Option<SecretString>,
+    /// Database name (used when DATABASE_URL is unset; defaults to the service's own).
+    #[arg(long, env = "PGDATABASE")]
+    pub pgdatabase: Option<String>,
+    /// Maximum connections in the pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before failing.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub acquire_timeout: Duration,
+    /// Create the database if missing and apply migrations at start-up.
+    #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub run_migrations: bool,
+}
+
+/// A configuration that cannot be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    InvalidDatabaseUrl(String),
+    #[error("no database configured: set DATABASE_URL, or PGHOST and PGUSER (with PGPASSWORD, PGPORT, PGDATABASE as needed)")]
+    MissingDatabase,
+}
+
+impl DatabaseArgs {
+    /// Connection options, from `DATABASE_URL` when set, else from the PG* parts.
+    pub fn connect_options(&self, default_database: &str) -> Result<PgConnectOptions, ConfigError> {
+        if let Some(url) = &self.database_url {
+            return url
+                .expose_secret()
+                .parse::<PgConnectOptions>()
+                .map_err(|e| ConfigError::InvalidDatabaseUrl(e.to_string()));
+        }
+        let (Some(host), Some(user)) = (&self.pghost, &self.pguser) else {
+            return Err(ConfigError::MissingDatabase);
+        };
+        // `PgConnectOptions::new()` would also read PG* itself, but only the parts
+        // we name here are documented, so build it explicitly.
+        let mut options = PgConnectOptions::new_without_pgpass()
+            .host(host)
+            .port(self.pgport)
+            .username(user)
+            .database(self.pgdatabase.as_deref().unwrap_or(default_database));
+        if let Some(password) = &self.pgpassword {
+            options = options.password(password.expose_secret());
+        }
+        Ok(options)
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for CloudWatch and other collectors).
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+/// Parses "500ms", "5s", "4h" and the like.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value).map_err(|e| format!("{e} (expected e.g. 500ms, 5s, 4h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    }
+
+    // Built directly, not parsed: the environment running the tests may set DATABASE_URL.
+    fn args() -> DatabaseArgs {
+        DatabaseArgs {
+            database_url: None,
+            pghost: None,
+            pgport: 5432,
+            pguser: None,
+            pgpassword: None,
+            pgdatabase: None,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            run_migrations: true,
+        }
+    }
+
+    #[test]
+    fn pg_parts_are_used_without_url() {
+        let db = DatabaseArgs {
+            pghost: Some("db.example".into()),
+            pguser: Some("app".into()),
+            pgport: 6543,
+            pgpassword: Some(SecretString::from("secret")),
+            ..args()
+        };
+        let options = db.connect_options("booking").unwrap();
+        assert_eq!(options.get_host(), "db.example");
+        assert_eq!(options.get_port(), 6543);
+        assert_eq!(options.get_database(), Some("booking"));
+    }
+
+    #[test]
+    fn missing_database_is_a_named_error() {
+        let err = args().connect_options("booking").unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn malformed_url_is_a_named_error() {
+        let db = DatabaseArgs { database_url: Some(SecretString::from("mysql://nope")), ..args() };
+        let err = db.connect_options("booking").unwrap_err();
+        assert!(err.to_string().starts_with("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn bad_pool_size_is_rejected() {
+        let err = Cli::try_parse_from(["x", "--max-connections", "0"]).err().unwrap();
+        assert!(err.to_string().contains("max-connections"), "{err}");
+    }
+}

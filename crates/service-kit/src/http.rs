@@ -1,0 +1,116 @@
+//! The HTTP plumbing both services share: middleware, health checks, metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderName, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use sqlx::PgPool;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::problem::Problem;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps `router` with request ids (taken from `x-request-id` or generated, and
+/// echoed back), one tracing span per request carrying that id, problem+json for
+/// panics and for unknown paths and methods.
+pub fn with_common_layers(router: Router) -> Router {
+    router
+        .fallback(crate::problem::no_such_path)
+        .method_not_allowed_fallback(crate::problem::no_such_method)
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("request handler panicked");
+            Problem::internal().into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %request_id,
+                )
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `up` or `down`.
+    #[schema(example = "up")]
+    pub status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "The process is alive", body = Health)))]
+pub async fn live() -> Json<Health> {
+    Json(Health { status: "up" })
+}
+
+/// Readiness: the database answers within a second.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready to serve", body = Health),
+        (status = 503, description = "The database does not answer", body = Problem),
+    ))]
+pub async fn ready(State(pool): State<PgPool>) -> Response {
+    let check = tokio::time::timeout(Duration::from_secs(1), sqlx::query("select 1").execute(&pool)).await;
+    match check {
+        Ok(Ok(_)) => Json(Health { status: "up" }).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            not_ready()
+        }
+        Err(_) => {
+            tracing::warn!("readiness check timed out");
+            not_ready()
+        }
+    }
+}
+
+fn not_ready() -> Response {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
+        .detail("The database does not answer")
+        .into_response()
+}
+
+/// Renders a Prometheus registry in the text exposition format.
+pub fn render_metrics(registry: &Registry) -> Response {
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, registry) {
+        tracing::error!(error = %e, "failed to encode metrics");
+        return Problem::internal().into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// A registry shared by the handlers that fill it.
+pub type SharedRegistry = Arc<Registry>;
+
+/// `/health/live` and `/health/ready`.
+pub fn health_routes(pool: PgPool) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(pool)
+}

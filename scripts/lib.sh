@@ -1,0 +1,111 @@
+# Shared by run.sh, test.sh and bench.sh: find or start PostgreSQL and the local
+# SQS server, and stop on exit only what we started. Source it; do not run it.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOCAL_DIR="${LOCAL_DIR:-$ROOT/.local}"
+mkdir -p "$LOCAL_DIR"
+
+PG_HOST="${PG_HOST:-127.0.0.1}"
+PG_PORT="${PG_PORT:-5432}"
+SQS_PORT="${SQS_PORT:-9324}"
+
+_cleanups=()
+on_exit() { _cleanups+=("$1"); }
+_run_cleanups() {
+  local i
+  for ((i=${#_cleanups[@]}-1; i>=0; i--)); do eval "${_cleanups[$i]}" || true; done
+}
+trap _run_cleanups EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+pg_bin() {
+  local dir
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  [ -n "$dir" ] && echo "$dir"
+}
+
+# Uses the PostgreSQL answering on PG_HOST:PG_PORT, or starts a throwaway
+# cluster there (stopped on exit). Exports PG_SERVER_URL (no database name).
+ensure_postgres() {
+  if ! command -v pg_isready >/dev/null 2>&1 && [ -z "$(pg_bin)" ]; then
+    log "installing PostgreSQL (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
+      || die "PostgreSQL is not installed and could not be installed"
+  fi
+  local bin; bin="$(pg_bin)"
+  if "${bin:+$bin/}pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null; then
+    log "PostgreSQL answers on $PG_HOST:$PG_PORT"
+  else
+    PG_TMP_DIR="$(mktemp -d /tmp/outbox-pg.XXXXXX)"; PG_BIN="$bin"
+    log "no PostgreSQL on $PG_HOST:$PG_PORT: starting a throwaway cluster in $PG_TMP_DIR"
+    [ "$(id -u)" = 0 ] && chown postgres "$PG_TMP_DIR"
+    as_postgres "$bin/initdb -D $PG_TMP_DIR/data -A trust -U postgres -E UTF8 --no-sync >$PG_TMP_DIR/initdb.log 2>&1" \
+      || die "initdb failed (see $PG_TMP_DIR/initdb.log)"
+    as_postgres "$bin/pg_ctl -D $PG_TMP_DIR/data -l $PG_TMP_DIR/server.log -w -o '-c listen_addresses=$PG_HOST -p $PG_PORT -k $PG_TMP_DIR -c fsync=off -c max_connections=300' start >/dev/null" \
+      || die "PostgreSQL did not start (see $PG_TMP_DIR/server.log)"
+    on_exit stop_postgres
+  fi
+  export PG_SERVER_URL="postgres://postgres@$PG_HOST:$PG_PORT"
+}
+
+# initdb refuses to run as root.
+as_postgres() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi; }
+
+stop_postgres() {
+  as_postgres "$PG_BIN/pg_ctl -D $PG_TMP_DIR/data -m fast stop >/dev/null" || true
+  rm -rf "$PG_TMP_DIR"
+}
+
+psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$PG_SERVER_URL/postgres" "$@"; }
+
+# Uses the SQS-compatible server on 127.0.0.1:SQS_PORT, or installs (from the
+# committed lockfile) and starts one (stopped on exit). Exports the standard AWS
+# variables that point the SDK at it.
+ensure_sqs() {
+  export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$SQS_PORT"
+  export AWS_REGION="${AWS_REGION:-us-east-1}"
+  export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
+  export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+  export AWS_EC2_METADATA_DISABLED=true
+  if sqs_answers; then
+    log "SQS server answers on $AWS_ENDPOINT_URL_SQS"
+    return
+  fi
+  start_sqs
+  on_exit "stop_sqs"
+}
+
+sqs_answers() {
+  curl -s -o /dev/null -m 2 -X POST -H 'Content-Type: application/x-amz-json-1.0' \
+    -H 'X-Amz-Target: AmazonSQS.ListQueues' -d '{}' "http://127.0.0.1:$SQS_PORT/"
+}
+
+start_sqs() {
+  local dir="$ROOT/scripts/sqs-server"
+  command -v node >/dev/null || die "Node.js is required for the local SQS server (fauxqs)"
+  if [ ! -d "$dir/node_modules/fauxqs" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    log "installing the local SQS server (npm ci, pinned by scripts/sqs-server/package-lock.json)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || die "npm ci failed in $dir"
+  fi
+  log "starting the local SQS server (fauxqs) on 127.0.0.1:$SQS_PORT"
+  SQS_PORT="$SQS_PORT" node "$dir/server.mjs" >"$LOCAL_DIR/sqs.log" 2>&1 &
+  SQS_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    sqs_answers && return 0
+    kill -0 "$SQS_PID" 2>/dev/null || die "the SQS server exited (see $LOCAL_DIR/sqs.log)"
+    sleep 0.1
+  done
+  die "the SQS server did not answer on port $SQS_PORT (see $LOCAL_DIR/sqs.log)"
+}
+
+stop_sqs() {
+  if [ -n "${SQS_PID:-}" ] && kill -0 "$SQS_PID" 2>/dev/null; then
+    kill "$SQS_PID" 2>/dev/null; wait "$SQS_PID" 2>/dev/null
+  fi
+  SQS_PID=
+}
