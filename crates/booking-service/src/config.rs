@@ -12,7 +12,11 @@ use service_kit::config::{DatabaseArgs, LogArgs};
 pub const DEFAULT_DATABASE: &str = "booking";
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "booking-service", version, about = "Flight booking API with a transactional outbox relayed to Amazon SQS")]
+#[command(
+    name = "booking-service",
+    version,
+    about = "Flight booking API with a transactional outbox relayed to Amazon SQS"
+)]
 pub struct Config {
     /// Address the HTTP server listens on.
     #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0:8080")]

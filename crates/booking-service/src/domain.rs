@@ -72,40 +72,84 @@ impl BookFlightRequest {
     /// Checks every rule and reports every broken one, by field.
     pub fn validate(self) -> Result<NewFlight, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let departure_airport = required_text(&mut errors, "departureAirport", self.departure_airport, MAX_AIRPORT_LEN);
-        let arrival_airport = required_text(&mut errors, "arrivalAirport", self.arrival_airport, MAX_AIRPORT_LEN);
+        let departure_airport = required_text(
+            &mut errors,
+            "departureAirport",
+            self.departure_airport,
+            MAX_AIRPORT_LEN,
+        );
+        let arrival_airport = required_text(
+            &mut errors,
+            "arrivalAirport",
+            self.arrival_airport,
+            MAX_AIRPORT_LEN,
+        );
         if let (Some(from), Some(to)) = (&departure_airport, &arrival_airport)
             && from.to_lowercase() == to.to_lowercase()
         {
-            errors.push(FieldError::new("arrivalAirport", "must differ from departureAirport"));
+            errors.push(FieldError::new(
+                "arrivalAirport",
+                "must differ from departureAirport",
+            ));
         }
         let departure_at = date_time(&mut errors, "departureDateTime", self.departure_date_time);
         let arrival_at = date_time(&mut errors, "arrivalDateTime", self.arrival_date_time);
         if let (Some(dep), Some(arr)) = (departure_at, arrival_at)
             && arr <= dep
         {
-            errors.push(FieldError::new("arrivalDateTime", "must be after departureDateTime"));
+            errors.push(FieldError::new(
+                "arrivalDateTime",
+                "must be after departureDateTime",
+            ));
         }
         let passenger_name = match self.passenger_name {
             None => None,
-            Some(name) => required_text(&mut errors, "passengerName", Some(name), MAX_PASSENGER_NAME_LEN),
+            Some(name) => required_text(
+                &mut errors,
+                "passengerName",
+                Some(name),
+                MAX_PASSENGER_NAME_LEN,
+            ),
         };
         let fare = match self.fare {
-            None => Some(Money { amount: DEFAULT_FARE_AMOUNT, currency: DEFAULT_FARE_CURRENCY.to_owned() }),
+            None => Some(Money {
+                amount: DEFAULT_FARE_AMOUNT,
+                currency: DEFAULT_FARE_CURRENCY.to_owned(),
+            }),
             Some(fare) => money(&mut errors, fare),
         };
-        match (departure_airport, arrival_airport, departure_at, arrival_at, fare) {
-            (Some(departure_airport), Some(arrival_airport), Some(departure_at), Some(arrival_at), Some(fare))
-                if errors.is_empty() =>
-            {
-                Ok(NewFlight { departure_airport, arrival_airport, departure_at, arrival_at, passenger_name, fare })
-            }
+        match (
+            departure_airport,
+            arrival_airport,
+            departure_at,
+            arrival_at,
+            fare,
+        ) {
+            (
+                Some(departure_airport),
+                Some(arrival_airport),
+                Some(departure_at),
+                Some(arrival_at),
+                Some(fare),
+            ) if errors.is_empty() => Ok(NewFlight {
+                departure_airport,
+                arrival_airport,
+                departure_at,
+                arrival_at,
+                passenger_name,
+                fare,
+            }),
             _ => Err(errors),
         }
     }
 }
 
-fn required_text(errors: &mut Vec<FieldError>, field: &str, value: Option<String>, max: usize) -> Option<String> {
+fn required_text(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> Option<String> {
     let Some(value) = value else {
         errors.push(FieldError::new(field, "is required"));
         return None;
@@ -115,17 +159,27 @@ fn required_text(errors: &mut Vec<FieldError>, field: &str, value: Option<String
         errors.push(FieldError::new(field, "must not be blank"));
         None
     } else if trimmed.chars().count() > max {
-        errors.push(FieldError::new(field, format!("must be at most {max} characters")));
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
         None
     } else if trimmed.chars().any(char::is_control) {
-        errors.push(FieldError::new(field, "must not contain control characters"));
+        errors.push(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
         None
     } else {
         Some(trimmed.to_owned())
     }
 }
 
-fn date_time(errors: &mut Vec<FieldError>, field: &str, value: Option<String>) -> Option<DateTime<Utc>> {
+fn date_time(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<String>,
+) -> Option<DateTime<Utc>> {
     let Some(value) = value else {
         errors.push(FieldError::new(field, "is required"));
         return None;
@@ -133,7 +187,10 @@ fn date_time(errors: &mut Vec<FieldError>, field: &str, value: Option<String>) -
     match DateTime::parse_from_rfc3339(value.trim()) {
         Ok(parsed) => Some(parsed.with_timezone(&Utc)),
         Err(_) => {
-            errors.push(FieldError::new(field, "must be an RFC 3339 date-time such as 2023-09-01T08:00:00.000Z"));
+            errors.push(FieldError::new(
+                field,
+                "must be an RFC 3339 date-time such as 2023-09-01T08:00:00.000Z",
+            ));
             None
         }
     }
@@ -146,11 +203,17 @@ fn money(errors: &mut Vec<FieldError>, fare: FareRequest) -> Option<Money> {
             None
         }
         Some(a) if a <= 0 => {
-            errors.push(FieldError::new("fare.amount", "must be a positive number of minor units"));
+            errors.push(FieldError::new(
+                "fare.amount",
+                "must be a positive number of minor units",
+            ));
             None
         }
         Some(a) if a > MAX_FARE_AMOUNT => {
-            errors.push(FieldError::new("fare.amount", format!("must be at most {MAX_FARE_AMOUNT} minor units")));
+            errors.push(FieldError::new(
+                "fare.amount",
+                format!("must be at most {MAX_FARE_AMOUNT} minor units"),
+            ));
             None
         }
         Some(a) => Some(a),
@@ -162,11 +225,17 @@ fn money(errors: &mut Vec<FieldError>, fare: FareRequest) -> Option<Money> {
         }
         Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => Some(c),
         Some(_) => {
-            errors.push(FieldError::new("fare.currency", "must be an ISO 4217 code: three upper-case letters"));
+            errors.push(FieldError::new(
+                "fare.currency",
+                "must be an ISO 4217 code: three upper-case letters",
+            ));
             None
         }
     };
-    Some(Money { amount: amount?, currency: currency? })
+    Some(Money {
+        amount: amount?,
+        currency: currency?,
+    })
 }
 
 #[cfg(test)]
@@ -191,8 +260,17 @@ mod tests {
     #[test]
     fn sample_is_valid_and_gets_the_default_fare() {
         let flight = sample().validate().unwrap();
-        assert_eq!(flight.fare, Money { amount: DEFAULT_FARE_AMOUNT, currency: "EUR".into() });
-        assert_eq!(flight.departure_at.to_rfc3339(), "2023-09-01T08:00:00+00:00");
+        assert_eq!(
+            flight.fare,
+            Money {
+                amount: DEFAULT_FARE_AMOUNT,
+                currency: "EUR".into()
+            }
+        );
+        assert_eq!(
+            flight.departure_at.to_rfc3339(),
+            "2023-09-01T08:00:00+00:00"
+        );
     }
 
     #[test]
@@ -203,11 +281,22 @@ mod tests {
             departure_date_time: Some("yesterday".into()),
             arrival_date_time: None,
             passenger_name: Some("x".repeat(201)),
-            fare: Some(FareRequest { amount: Some(-5), currency: Some("eur".into()) }),
+            fare: Some(FareRequest {
+                amount: Some(-5),
+                currency: Some("eur".into()),
+            }),
         };
         assert_eq!(
             fields(request.validate().unwrap_err()),
-            ["departureAirport", "arrivalAirport", "departureDateTime", "arrivalDateTime", "passengerName", "fare.amount", "fare.currency"]
+            [
+                "departureAirport",
+                "arrivalAirport",
+                "departureDateTime",
+                "arrivalDateTime",
+                "passengerName",
+                "fare.amount",
+                "fare.currency"
+            ]
         );
     }
 
@@ -216,13 +305,19 @@ mod tests {
         let mut request = sample();
         request.arrival_airport = Some("paris".into());
         request.arrival_date_time = request.departure_date_time.clone();
-        assert_eq!(fields(request.validate().unwrap_err()), ["arrivalAirport", "arrivalDateTime"]);
+        assert_eq!(
+            fields(request.validate().unwrap_err()),
+            ["arrivalAirport", "arrivalDateTime"]
+        );
     }
 
     #[test]
     fn absurd_fares_are_refused() {
         let mut request = sample();
-        request.fare = Some(FareRequest { amount: Some(MAX_FARE_AMOUNT + 1), currency: Some("EUR".into()) });
+        request.fare = Some(FareRequest {
+            amount: Some(MAX_FARE_AMOUNT + 1),
+            currency: Some("EUR".into()),
+        });
         assert_eq!(fields(request.validate().unwrap_err()), ["fare.amount"]);
     }
 }

@@ -54,7 +54,10 @@ impl From<FlightRow> for Flight {
             departure_date_time: r.departure_at,
             arrival_date_time: r.arrival_at,
             passenger_name: r.passenger_name,
-            fare: Money { amount: r.fare_amount, currency: r.fare_currency },
+            fare: Money {
+                amount: r.fare_amount,
+                currency: r.fare_currency,
+            },
             status: r.status,
             created_at: r.created_at,
         }
@@ -62,7 +65,11 @@ impl From<FlightRow> for Flight {
 }
 
 #[tracing::instrument(skip_all, fields(flight_id = %id))]
-pub async fn insert(conn: &mut PgConnection, id: Uuid, flight: &NewFlight) -> anyhow::Result<Flight> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    flight: &NewFlight,
+) -> anyhow::Result<Flight> {
     let row = sqlx::query_as!(
         FlightRow,
         r#"insert into flight (id, departure_airport, arrival_airport, departure_at, arrival_at,
@@ -140,9 +147,12 @@ pub async fn claim_idempotency_key(
     if inserted.rows_affected() == 1 {
         return Ok(None);
     }
-    let existing = sqlx::query!("select request_hash, flight_id from idempotency_key where key = $1", key)
-        .fetch_one(&mut *conn)
-        .await
-        .context("Failed to read the idempotency key")?;
+    let existing = sqlx::query!(
+        "select request_hash, flight_id from idempotency_key where key = $1",
+        key
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .context("Failed to read the idempotency key")?;
     Ok(Some((existing.request_hash, existing.flight_id)))
 }

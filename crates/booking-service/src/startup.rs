@@ -45,19 +45,37 @@ impl Application {
         let mut registry = Registry::default();
         relay_metrics.register(&mut registry);
         let relay = queue_client.map(|queue| {
-            Arc::new(Relay::new(pool.clone(), SqsPublisher::new(queue), config.relay.clone(), relay_metrics.clone()))
+            Arc::new(Relay::new(
+                pool.clone(),
+                SqsPublisher::new(queue),
+                config.relay.clone(),
+                relay_metrics.clone(),
+            ))
         });
 
-        let state = AppState { pool: pool.clone(), registry: Arc::new(registry), relay_metrics };
+        let state = AppState {
+            pool: pool.clone(),
+            registry: Arc::new(registry),
+            relay_metrics,
+        };
         let router = api::router(state, config.max_body_bytes as usize);
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .with_context(|| format!("Failed to bind BIND_ADDR {}", config.bind_addr))?;
-        Ok(Self { listener, router, pool, relay, emf_namespace: config.emf_namespace })
+        Ok(Self {
+            listener,
+            router,
+            pool,
+            relay,
+            emf_namespace: config.emf_namespace,
+        })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -73,7 +91,9 @@ impl Application {
     /// its current batch and releases what it holds.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "booking-service listening");
-        let relay = self.relay.map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+        let relay = self
+            .relay
+            .map(|relay| tokio::spawn(relay.run(shutdown.clone())));
         let emf = self.emf_namespace.map(|namespace| {
             tokio::spawn(outbox::metrics::emit_emf(
                 self.pool.clone(),

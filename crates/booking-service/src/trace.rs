@@ -14,13 +14,21 @@ pub fn traceparent(headers: &HeaderMap) -> String {
         .map(str::to_owned)
         .unwrap_or_else(|| {
             let mut rng = rand::rng();
-            format!("00-{:032x}-{:016x}-01", rng.random::<u128>() | 1, rng.random::<u64>() | 1)
+            format!(
+                "00-{:032x}-{:016x}-01",
+                rng.random::<u128>() | 1,
+                rng.random::<u64>() | 1
+            )
         })
 }
 
 fn is_valid(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
     parts.len() == 4
         && hex(parts[0], 2)
         && parts[0] != "ff"

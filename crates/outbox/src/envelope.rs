@@ -42,7 +42,11 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// Wraps a typed event for `aggregate_id`.
-    pub fn of<E: Event>(aggregate_id: Uuid, event: &E, traceparent: Option<String>) -> anyhow::Result<Self> {
+    pub fn of<E: Event>(
+        aggregate_id: Uuid,
+        event: &E,
+        traceparent: Option<String>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             event_type: E::TYPE,
             event_version: E::VERSION,
@@ -103,7 +107,11 @@ pub enum ContractError {
     #[error("unsupported version {version} of {event_type}")]
     UnsupportedVersion { event_type: String, version: i32 },
     #[error("payload of {event_type} v{version} does not match the contract: {reason}")]
-    BadPayload { event_type: String, version: i32, reason: String },
+    BadPayload {
+        event_type: String,
+        version: i32,
+        reason: String,
+    },
 }
 
 impl ContractError {
@@ -166,7 +174,10 @@ mod tests {
     #[test]
     fn envelope_round_trips_in_camel_case() {
         let json = serde_json::to_string(&sample()).unwrap();
-        assert!(json.contains("\"eventId\"") && json.contains("\"occurredAt\""), "{json}");
+        assert!(
+            json.contains("\"eventId\"") && json.contains("\"occurredAt\""),
+            "{json}"
+        );
         assert_eq!(EventEnvelope::parse(&json).unwrap(), sample());
     }
 
@@ -177,15 +188,27 @@ mod tests {
 
         let mut other = sample();
         other.event_type = "FlightCancelled".into();
-        assert!(matches!(other.decode::<FlightBookedV1>(), Err(ContractError::UnknownType(_))));
+        assert!(matches!(
+            other.decode::<FlightBookedV1>(),
+            Err(ContractError::UnknownType(_))
+        ));
 
         let mut v2 = sample();
         v2.event_version = 2;
-        assert!(matches!(v2.decode::<FlightBookedV1>(), Err(ContractError::UnsupportedVersion { .. })));
+        assert!(matches!(
+            v2.decode::<FlightBookedV1>(),
+            Err(ContractError::UnsupportedVersion { .. })
+        ));
 
         let mut bad = sample();
         bad.payload = serde_json::json!({"flightId": 5});
-        assert!(matches!(bad.decode::<FlightBookedV1>(), Err(ContractError::BadPayload { .. })));
-        assert!(matches!(EventEnvelope::parse("nope"), Err(ContractError::Malformed(_))));
+        assert!(matches!(
+            bad.decode::<FlightBookedV1>(),
+            Err(ContractError::BadPayload { .. })
+        ));
+        assert!(matches!(
+            EventEnvelope::parse("nope"),
+            Err(ContractError::Malformed(_))
+        ));
     }
 }

@@ -59,16 +59,36 @@ impl RelayMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("outbox");
         r.register("published", "Events SQS accepted", self.published.clone());
-        r.register("publish_failures", "Events SQS did not accept, by reason", self.failures.clone());
-        r.register("parked", "Events parked after the maximum attempts", self.parked.clone());
-        r.register("batch_duration_seconds", "Duration of one SendMessageBatch call", self.batch_duration.clone());
+        r.register(
+            "publish_failures",
+            "Events SQS did not accept, by reason",
+            self.failures.clone(),
+        );
+        r.register(
+            "parked",
+            "Events parked after the maximum attempts",
+            self.parked.clone(),
+        );
+        r.register(
+            "batch_duration_seconds",
+            "Duration of one SendMessageBatch call",
+            self.batch_duration.clone(),
+        );
         r.register(
             "commit_to_publish_seconds",
             "Time from the event's commit to SQS accepting it",
             self.commit_to_publish.clone(),
         );
-        r.register("pending_events", "Events not yet published (not parked)", self.pending_events.clone());
-        r.register("parked_events", "Events parked now, waiting for an operator", self.parked_events.clone());
+        r.register(
+            "pending_events",
+            "Events not yet published (not parked)",
+            self.pending_events.clone(),
+        );
+        r.register(
+            "parked_events",
+            "Events parked now, waiting for an operator",
+            self.parked_events.clone(),
+        );
         r.register(
             "oldest_pending_age_seconds",
             "Age of the oldest pending event",
@@ -81,12 +101,17 @@ impl RelayMetrics {
         let stats = store::stats(pool).await?;
         self.pending_events.set(stats.pending);
         self.parked_events.set(stats.parked);
-        self.oldest_pending_age.set(stats.oldest_pending_age_seconds);
+        self.oldest_pending_age
+            .set(stats.oldest_pending_age_seconds);
         Ok(stats)
     }
 
     pub fn failure(&self, reason: &str, count: u64) {
-        self.failures.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc_by(count);
+        self.failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc_by(count);
     }
 }
 
@@ -115,22 +140,52 @@ impl Default for ConsumerMetrics {
 impl ConsumerMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("consumer");
-        r.register("received", "Messages received from SQS", self.received.clone());
-        r.register("processed", "Messages whose effect was recorded", self.processed.clone());
-        r.register("duplicates_skipped", "Messages already processed before", self.duplicates.clone());
-        r.register("failed", "Messages not processed, by reason", self.failed.clone());
-        r.register("handling_seconds", "Time to handle one message", self.handling_latency.clone());
+        r.register(
+            "received",
+            "Messages received from SQS",
+            self.received.clone(),
+        );
+        r.register(
+            "processed",
+            "Messages whose effect was recorded",
+            self.processed.clone(),
+        );
+        r.register(
+            "duplicates_skipped",
+            "Messages already processed before",
+            self.duplicates.clone(),
+        );
+        r.register(
+            "failed",
+            "Messages not processed, by reason",
+            self.failed.clone(),
+        );
+        r.register(
+            "handling_seconds",
+            "Time to handle one message",
+            self.handling_latency.clone(),
+        );
     }
 
     pub fn failure(&self, reason: &str) {
-        self.failed.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+        self.failed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 }
 
 /// Prints the outbox backlog every `every` as a CloudWatch EMF line on stdout,
 /// where the awslogs driver picks it up and CloudWatch turns it into metrics the
 /// backlog alarm watches. No SDK call and no extra IAM permission needed.
-pub async fn emit_emf(pool: PgPool, namespace: String, service: String, every: Duration, shutdown: CancellationToken) {
+pub async fn emit_emf(
+    pool: PgPool,
+    namespace: String,
+    service: String,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -138,7 +193,15 @@ pub async fn emit_emf(pool: PgPool, namespace: String, service: String, every: D
             _ = ticker.tick() => {}
         }
         match store::stats(&pool).await {
-            Ok(stats) => println!("{}", emf_line(&namespace, &service, &stats, chrono::Utc::now().timestamp_millis())),
+            Ok(stats) => println!(
+                "{}",
+                emf_line(
+                    &namespace,
+                    &service,
+                    &stats,
+                    chrono::Utc::now().timestamp_millis()
+                )
+            ),
             Err(e) => tracing::warn!(error = %e, "failed to read outbox statistics for EMF"),
         }
     }
@@ -172,9 +235,23 @@ mod tests {
 
     #[test]
     fn emf_line_names_metrics_and_dimension() {
-        let stats = store::Stats { pending: 3, parked: 1, oldest_pending_age_seconds: 12.5, published_retained: 0 };
-        let line: serde_json::Value = serde_json::from_str(&emf_line("TransactionalOutbox", "booking-service", &stats, 1)).unwrap();
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "TransactionalOutbox");
+        let stats = store::Stats {
+            pending: 3,
+            parked: 1,
+            oldest_pending_age_seconds: 12.5,
+            published_retained: 0,
+        };
+        let line: serde_json::Value = serde_json::from_str(&emf_line(
+            "TransactionalOutbox",
+            "booking-service",
+            &stats,
+            1,
+        ))
+        .unwrap();
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "TransactionalOutbox"
+        );
         assert_eq!(line["ServiceName"], "booking-service");
         assert_eq!(line["OutboxOldestPendingAgeSeconds"], 12.5);
         assert_eq!(line["OutboxPendingEvents"], 3);

@@ -101,7 +101,14 @@ pub struct Relay<P> {
 impl<P: Publisher> Relay<P> {
     pub fn new(pool: PgPool, publisher: P, args: RelayArgs, metrics: RelayMetrics) -> Self {
         let in_flight = Arc::new(Semaphore::new(args.relay_batches_in_flight.into()));
-        Self { pool, publisher: Arc::new(publisher), args, id: Uuid::new_v4(), metrics, in_flight }
+        Self {
+            pool,
+            publisher: Arc::new(publisher),
+            args,
+            id: Uuid::new_v4(),
+            metrics,
+            in_flight,
+        }
     }
 
     pub fn id(&self) -> Uuid {
@@ -112,7 +119,13 @@ impl<P: Publisher> Relay<P> {
     /// row's result. A row is marked published only if SQS accepted its entry.
     #[tracing::instrument(skip_all, fields(relay_id = %self.id))]
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
-        let rows = store::claim(&self.pool, self.id, self.args.relay_claim_size.into(), self.args.relay_lease).await?;
+        let rows = store::claim(
+            &self.pool,
+            self.id,
+            self.args.relay_claim_size.into(),
+            self.args.relay_lease,
+        )
+        .await?;
         if rows.is_empty() {
             return Ok(Outcome::Idle);
         }
@@ -151,11 +164,14 @@ impl<P: Publisher> Relay<P> {
         let now = chrono::Utc::now();
         for row in &published {
             let latency = (now - row.created_at).to_std().unwrap_or_default();
-            self.metrics.commit_to_publish.observe(latency.as_secs_f64());
+            self.metrics
+                .commit_to_publish
+                .observe(latency.as_secs_f64());
         }
         self.metrics.published.inc_by(published.len() as u64);
 
-        let recorded = store::mark_failed(&self.pool, &failures, self.args.relay_max_attempts).await?;
+        let recorded =
+            store::mark_failed(&self.pool, &failures, self.args.relay_max_attempts).await?;
         for parked in recorded.iter().filter(|r| r.parked) {
             self.metrics.parked.inc();
             tracing::error!(event_id = %parked.event_id, attempts = parked.attempts,
@@ -167,26 +183,46 @@ impl<P: Publisher> Relay<P> {
             tracing::debug!(events = rows.len(), %error, "SQS unavailable; events stay in the outbox");
             return Ok(Outcome::Unavailable);
         }
-        tracing::debug!(published = published.len(), failed = failures.len(), "relayed");
-        Ok(Outcome::Sent { published: published.len(), failed: failures.len() })
+        tracing::debug!(
+            published = published.len(),
+            failed = failures.len(),
+            "relayed"
+        );
+        Ok(Outcome::Sent {
+            published: published.len(),
+            failed: failures.len(),
+        })
     }
 
     async fn send(&self, batch: &[Claimed]) -> Result<Vec<Result<(), SendError>>, SendError> {
-        let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let started = Instant::now();
         let result = self.publisher.publish(batch).await;
-        self.metrics.batch_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
         result
     }
 
     fn failure(&self, row: &Claimed, error: &SendError) -> Failure {
-        Failure { seq: row.seq, error: error.to_string(), retry_in: self.backoff(row.attempts + 1) }
+        Failure {
+            seq: row.seq,
+            error: error.to_string(),
+            retry_in: self.backoff(row.attempts + 1),
+        }
     }
 
     /// Exponential backoff with jitter, capped: base·2^(attempt-1), scaled by a
     /// random factor in [0.5, 1] so replicas retrying the same outage spread out.
     fn backoff(&self, attempt: i32) -> Duration {
-        let exp = self.args.relay_backoff_base.saturating_mul(1u32 << (attempt - 1).clamp(0, 20) as u32);
+        let exp = self
+            .args
+            .relay_backoff_base
+            .saturating_mul(1u32 << (attempt - 1).clamp(0, 20) as u32);
         let capped = exp.min(self.args.relay_backoff_max);
         capped.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
@@ -213,7 +249,9 @@ impl<P: Publisher> Relay<P> {
         match store::release(&self.pool, self.id).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "released claims on shutdown"),
-            Err(e) => tracing::warn!(error = %e, "failed to release claims; they expire with the lease"),
+            Err(e) => {
+                tracing::warn!(error = %e, "failed to release claims; they expire with the lease")
+            }
         }
         tracing::info!(relay_id = %self.id, "relay stopped");
     }
@@ -227,7 +265,10 @@ impl<P: Publisher> Relay<P> {
             let pause = match self.run_once().await {
                 Ok(Outcome::Sent { .. }) => {
                     if let Some((since, _)) = outage.take() {
-                        tracing::info!(outage_seconds = since.elapsed().as_secs(), "SQS reachable again; draining the outbox");
+                        tracing::info!(
+                            outage_seconds = since.elapsed().as_secs(),
+                            "SQS reachable again; draining the outbox"
+                        );
                     }
                     continue;
                 }

@@ -80,8 +80,17 @@ impl Queue {
             (None, Some(name)) if !name.trim().is_empty() => (Some(name.clone()), None),
             _ => return Err(QueueConfigError::Missing),
         };
-        let fifo = name.as_deref().or(url.as_deref()).unwrap_or_default().ends_with(".fifo");
-        Ok(Self { client, name, url: Arc::new(RwLock::new(url)), fifo })
+        let fifo = name
+            .as_deref()
+            .or(url.as_deref())
+            .unwrap_or_default()
+            .ends_with(".fifo");
+        Ok(Self {
+            client,
+            name,
+            url: Arc::new(RwLock::new(url)),
+            fifo,
+        })
     }
 
     pub fn client(&self) -> &Client {
@@ -153,7 +162,10 @@ pub struct SendError {
 
 impl SendError {
     pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 
     pub fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
@@ -176,8 +188,13 @@ impl SendError {
 
 fn classify(code: Option<&str>) -> FailureReason {
     match code.unwrap_or_default() {
-        c if c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist") => FailureReason::QueueDoesNotExist,
-        c if c.contains("AccessDenied") || c.contains("NotAuthorized") || c.contains("InvalidClientTokenId") => {
+        c if c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist") => {
+            FailureReason::QueueDoesNotExist
+        }
+        c if c.contains("AccessDenied")
+            || c.contains("NotAuthorized")
+            || c.contains("InvalidClientTokenId") =>
+        {
             FailureReason::AccessDenied
         }
         c if c.contains("Throttl") || c.contains("RequestThrottled") || c.contains("OverLimit") => {
@@ -196,7 +213,10 @@ pub trait Publisher: Send + Sync + 'static {
     /// Sends up to 10 messages in one call. `Err` means nothing was sent (the
     /// call failed as a whole); `Ok` carries one result per message, because
     /// SQS accepts or refuses each entry of a batch separately.
-    fn publish(&self, batch: &[Claimed]) -> impl Future<Output = Result<BatchOutcome, SendError>> + Send;
+    fn publish(
+        &self,
+        batch: &[Claimed],
+    ) -> impl Future<Output = Result<BatchOutcome, SendError>> + Send;
 }
 
 /// SQS's limits for one SendMessageBatch call.
@@ -231,7 +251,10 @@ fn message_size(row: &Claimed) -> usize {
     let attributes = ("eventType".len() + "String".len() + row.event_type.len())
         + ("eventVersion".len() + "Number".len() + 10)
         + ("contentType".len() + "String".len() + "application/json".len())
-        + row.traceparent.as_ref().map_or(0, |t| "traceparent".len() + "String".len() + t.len());
+        + row
+            .traceparent
+            .as_ref()
+            .map_or(0, |t| "traceparent".len() + "String".len() + t.len());
     row.body.len() + attributes
 }
 
@@ -250,7 +273,11 @@ impl SqsPublisher {
 
     fn entry(&self, index: usize, row: &Claimed) -> SendMessageBatchRequestEntry {
         let string = |v: &str| {
-            MessageAttributeValue::builder().data_type("String").string_value(v).build().expect("data type is set")
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                .expect("data type is set")
         };
         let mut entry = SendMessageBatchRequestEntry::builder()
             .id(index.to_string())
@@ -284,8 +311,19 @@ impl Publisher for SqsPublisher {
                 tracing::debug!("queue not found while resolving its URL");
             }
         })?;
-        let entries = batch.iter().enumerate().map(|(i, row)| self.entry(i, row)).collect();
-        let result = self.queue.client().send_message_batch().queue_url(url).set_entries(Some(entries)).send().await;
+        let entries = batch
+            .iter()
+            .enumerate()
+            .map(|(i, row)| self.entry(i, row))
+            .collect();
+        let result = self
+            .queue
+            .client()
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
         let output = match result {
             Ok(output) => output,
             Err(err) => {
@@ -298,19 +336,42 @@ impl Publisher for SqsPublisher {
         };
         // Every entry is checked: only those SQS lists as successful count as sent.
         let mut outcome: BatchOutcome = (0..batch.len())
-            .map(|_| Err(SendError::new(FailureReason::Other, "SQS reported no result for this entry")))
+            .map(|_| {
+                Err(SendError::new(
+                    FailureReason::Other,
+                    "SQS reported no result for this entry",
+                ))
+            })
             .collect();
         for ok in output.successful() {
-            if let Some(slot) = ok.id().parse::<usize>().ok().and_then(|i| outcome.get_mut(i)) {
+            if let Some(slot) = ok
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| outcome.get_mut(i))
+            {
                 *slot = Ok(());
             }
         }
         for failed in output.failed() {
-            if let Some(slot) = failed.id().parse::<usize>().ok().and_then(|i| outcome.get_mut(i)) {
-                let reason = if failed.sender_fault() { FailureReason::Rejected } else { classify(Some(failed.code())) };
+            if let Some(slot) = failed
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| outcome.get_mut(i))
+            {
+                let reason = if failed.sender_fault() {
+                    FailureReason::Rejected
+                } else {
+                    classify(Some(failed.code()))
+                };
                 *slot = Err(SendError::new(
                     reason,
-                    format!("{}: {}", failed.code(), failed.message().unwrap_or("no message")),
+                    format!(
+                        "{}: {}",
+                        failed.code(),
+                        failed.message().unwrap_or("no message")
+                    ),
                 ));
             }
         }
@@ -324,6 +385,9 @@ pub async fn create_queue(client: &Client, name: &str) -> anyhow::Result<String>
     if name.ends_with(".fifo") {
         request = request.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
     }
-    let output = request.send().await.with_context(|| format!("Failed to create queue {name}"))?;
+    let output = request
+        .send()
+        .await
+        .with_context(|| format!("Failed to create queue {name}"))?;
     output.queue_url.context("CreateQueue returned no URL")
 }

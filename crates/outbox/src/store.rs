@@ -78,7 +78,12 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` due rows for `relay_id` for `lease` (see module docs).
-pub async fn claim(pool: &PgPool, relay_id: Uuid, limit: i64, lease: Duration) -> anyhow::Result<Vec<Claimed>> {
+pub async fn claim(
+    pool: &PgPool,
+    relay_id: Uuid,
+    limit: i64,
+    lease: Duration,
+) -> anyhow::Result<Vec<Claimed>> {
     let mut rows = sqlx::query_as!(
         Claimed,
         r#"
@@ -152,7 +157,11 @@ pub struct Recorded {
 
 /// Records failed sends: attempts + 1, the error, the next attempt time; parks
 /// rows that reached `max_attempts`. Releases the claims.
-pub async fn mark_failed(pool: &PgPool, failures: &[Failure], max_attempts: i32) -> anyhow::Result<Vec<Recorded>> {
+pub async fn mark_failed(
+    pool: &PgPool,
+    failures: &[Failure],
+    max_attempts: i32,
+) -> anyhow::Result<Vec<Recorded>> {
     if failures.is_empty() {
         return Ok(Vec::new());
     }
@@ -196,7 +205,11 @@ pub async fn release(pool: &PgPool, relay_id: Uuid) -> anyhow::Result<u64> {
 }
 
 /// Deletes up to `batch` rows published more than `retention` ago; returns how many.
-pub async fn purge_published(pool: &PgPool, retention: Duration, batch: i64) -> anyhow::Result<u64> {
+pub async fn purge_published(
+    pool: &PgPool,
+    retention: Duration,
+    batch: i64,
+) -> anyhow::Result<u64> {
     let done = sqlx::query!(
         r#"delete from outbox where seq in (
                select seq from outbox
@@ -297,7 +310,11 @@ impl From<EntryRow> for OutboxEntry {
 }
 
 /// Unpublished events, oldest first, after `after_seq`.
-pub async fn list_unpublished(pool: &PgPool, after_seq: i64, limit: i64) -> anyhow::Result<Vec<OutboxEntry>> {
+pub async fn list_unpublished(
+    pool: &PgPool,
+    after_seq: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<OutboxEntry>> {
     let rows = sqlx::query_as!(
         EntryRow,
         r#"select seq, event_id, event_type, event_version, aggregate_type, aggregate_id, created_at,
@@ -343,7 +360,10 @@ pub enum RetryOutcome {
 
 /// Puts a parked (or backing-off) event back in line now and wakes the relays.
 pub async fn retry(pool: &PgPool, event_id: Uuid) -> anyhow::Result<RetryOutcome> {
-    let mut tx = pool.begin().await.context("Failed to begin a transaction")?;
+    let mut tx = pool
+        .begin()
+        .await
+        .context("Failed to begin a transaction")?;
     let updated = sqlx::query!(
         r#"update outbox set parked_at = null, attempts = 0, next_attempt_at = now()
            where event_id = $1 and published_at is null"#,

@@ -47,7 +47,9 @@ pub struct DatabaseArgs {
 pub enum ConfigError {
     #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
     InvalidDatabaseUrl(String),
-    #[error("no database configured: set DATABASE_URL, or PGHOST and PGUSER (with PGPASSWORD, PGPORT, PGDATABASE as needed)")]
+    #[error(
+        "no database configured: set DATABASE_URL, or PGHOST and PGUSER (with PGPASSWORD, PGPORT, PGDATABASE as needed)"
+    )]
     MissingDatabase,
 }
 
@@ -152,14 +154,19 @@ mod tests {
 
     #[test]
     fn malformed_url_is_a_named_error() {
-        let db = DatabaseArgs { database_url: Some(SecretString::from("mysql://nope")), ..args() };
+        let db = DatabaseArgs {
+            database_url: Some(SecretString::from("mysql://nope")),
+            ..args()
+        };
         let err = db.connect_options("booking").unwrap_err();
         assert!(err.to_string().starts_with("DATABASE_URL"), "{err}");
     }
 
     #[test]
     fn bad_pool_size_is_rejected() {
-        let err = Cli::try_parse_from(["x", "--max-connections", "0"]).err().unwrap();
+        let err = Cli::try_parse_from(["x", "--max-connections", "0"])
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("max-connections"), "{err}");
     }
 }

@@ -45,11 +45,12 @@ pub async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
         .connect()
         .await
         .context("Failed to connect to the `postgres` database to check that ours exists")?;
-    let exists: bool = sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await
-        .context("Failed to look up the database")?;
+    let exists: bool =
+        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .context("Failed to look up the database")?;
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {quoted}")))
@@ -58,7 +59,8 @@ pub async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
         {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another replica won the race: that is fine.
-            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
             Err(e) => return Err(e).context("Failed to create the database"),
         }
     }

@@ -70,7 +70,11 @@ pub async fn live() -> Json<Health> {
         (status = 503, description = "The database does not answer", body = Problem),
     ))]
 pub async fn ready(State(pool): State<PgPool>) -> Response {
-    let check = tokio::time::timeout(Duration::from_secs(1), sqlx::query("select 1").execute(&pool)).await;
+    let check = tokio::time::timeout(
+        Duration::from_secs(1),
+        sqlx::query("select 1").execute(&pool),
+    )
+    .await;
     match check {
         Ok(Ok(_)) => Json(Health { status: "up" }).into_response(),
         Ok(Err(e)) => {
@@ -98,7 +102,10 @@ pub fn render_metrics(registry: &Registry) -> Response {
         return Problem::internal().into_response();
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     )
         .into_response()

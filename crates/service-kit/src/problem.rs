@@ -22,7 +22,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -79,8 +82,12 @@ impl Problem {
 
     /// The generic 500: the cause is logged by the caller, never sent.
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "Internal server error")
-            .detail("The request could not be completed; it has been logged. Retrying is safe.")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal-error",
+            "Internal server error",
+        )
+        .detail("The request could not be completed; it has been logged. Retrying is safe.")
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -93,9 +100,13 @@ impl Problem {
             .map(|e| format!("{}: {}", e.field, e.message))
             .collect::<Vec<_>>()
             .join("; ");
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-error", "Invalid request")
-            .detail(detail)
-            .errors(errors)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-error",
+            "Invalid request",
+        )
+        .detail(detail)
+        .errors(errors)
     }
 }
 
@@ -114,7 +125,11 @@ pub async fn no_such_path(uri: Uri) -> Problem {
 
 /// Fallback for a known path called with a method it does not support.
 pub async fn no_such_method(uri: Uri) -> Problem {
-    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
-        .detail(format!("{} does not support this method", uri.path()))
-        .instance(uri.path())
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+    )
+    .detail(format!("{} does not support this method", uri.path()))
+    .instance(uri.path())
 }

@@ -10,7 +10,10 @@ use service_kit::problem::{FieldError, Problem};
 pub enum ApiError {
     /// 400: the request is malformed (bad JSON, bad header, bad query parameter).
     #[error("bad request: {detail}")]
-    BadRequest { detail: String, errors: Vec<FieldError> },
+    BadRequest {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
     /// 413: the body is over the limit.
     #[error("payload too large")]
     PayloadTooLarge { limit: Option<usize> },
@@ -37,7 +40,10 @@ pub enum ApiError {
 impl ApiError {
     pub fn bad_field(field: &str, message: impl Into<String>) -> Self {
         let error = FieldError::new(field, message);
-        Self::BadRequest { detail: format!("{}: {}", error.field, error.message), errors: vec![error] }
+        Self::BadRequest {
+            detail: format!("{}: {}", error.field, error.message),
+            errors: vec![error],
+        }
     }
 }
 

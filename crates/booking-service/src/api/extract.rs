@@ -26,7 +26,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .and_then(|v| v.split(';').next())
             .map(|mime| {
                 let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
             })
             .unwrap_or(false);
         if !is_json {
@@ -36,14 +37,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge { limit: None }
             } else {
-                ApiError::BadRequest { detail: rejection.body_text(), errors: Vec::new() }
+                ApiError::BadRequest {
+                    detail: rejection.body_text(),
+                    errors: Vec::new(),
+                }
             }
         })?;
         // Syntax first, as a 400; then the shape, as a 422 naming the field.
-        let json: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest { detail: format!("The body is not valid JSON: {e}"), errors: Vec::new() })?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+                detail: format!("The body is not valid JSON: {e}"),
+                errors: Vec::new(),
+            })?;
         if !json.is_object() {
-            return Err(ApiError::Validation(vec![service_kit::problem::FieldError::new("$", "must be a JSON object")]));
+            return Err(ApiError::Validation(vec![
+                service_kit::problem::FieldError::new("$", "must be a JSON object"),
+            ]));
         }
         let canonical = serde_json::to_vec(&sorted(&json)).map_err(anyhow::Error::from)?;
         let value = serde_path_to_error::deserialize(json).map_err(|e| {
@@ -62,9 +71,15 @@ fn sorted(value: &serde_json::Value) -> serde_json::Value {
         serde_json::Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            serde_json::Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&map[k]))).collect())
+            serde_json::Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&map[k])))
+                    .collect(),
+            )
         }
-        serde_json::Value::Array(items) => serde_json::Value::Array(items.iter().map(sorted).collect()),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(sorted).collect())
+        }
         other => other.clone(),
     }
 }
@@ -77,6 +92,9 @@ mod tests {
     fn canonical_form_ignores_key_order() {
         let a: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":{"d":2,"c":3}}"#).unwrap();
         let b: serde_json::Value = serde_json::from_str(r#"{"a":{"c":3,"d":2},"b":1}"#).unwrap();
-        assert_eq!(serde_json::to_vec(&sorted(&a)).unwrap(), serde_json::to_vec(&sorted(&b)).unwrap());
+        assert_eq!(
+            serde_json::to_vec(&sorted(&a)).unwrap(),
+            serde_json::to_vec(&sorted(&b)).unwrap()
+        );
     }
 }

@@ -62,14 +62,16 @@ pub async fn book_flight(
     let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
     if let Some(key) = &key {
         let hash = Sha256::digest(&body.canonical).to_vec();
-        if let Some((stored_hash, original)) = flights::claim_idempotency_key(&mut tx, key, &hash, flight_id).await? {
+        if let Some((stored_hash, original)) =
+            flights::claim_idempotency_key(&mut tx, key, &hash, flight_id).await?
+        {
             tx.rollback().await.map_err(anyhow::Error::from)?;
             if stored_hash != hash {
                 return Err(ApiError::IdempotencyKeyReused);
             }
-            let flight = flights::find(&pool, original)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("idempotency key points to a missing flight {original}"))?;
+            let flight = flights::find(&pool, original).await?.ok_or_else(|| {
+                anyhow::anyhow!("idempotency key points to a missing flight {original}")
+            })?;
             tracing::info!(flight_id = %flight.id, "idempotent retry answered with the original booking");
             return Ok(created(flight, true));
         }
@@ -85,8 +87,12 @@ pub async fn book_flight(
         fare: flight.fare.clone(),
         booked_at: flight.created_at,
     };
-    let envelope = outbox::store::enqueue(&mut tx, NewEvent::of(flight.id, &event, Some(traceparent))?).await?;
-    tx.commit().await.map_err(|e| anyhow::Error::from(e).context("Failed to commit the booking"))?;
+    let envelope =
+        outbox::store::enqueue(&mut tx, NewEvent::of(flight.id, &event, Some(traceparent))?)
+            .await?;
+    tx.commit()
+        .await
+        .map_err(|e| anyhow::Error::from(e).context("Failed to commit the booking"))?;
 
     tracing::info!(flight_id = %flight.id, event_id = %envelope.event_id, "flight booked");
     Ok(created(flight, false))
@@ -96,7 +102,10 @@ fn created(flight: Flight, replayed: bool) -> Response {
     let location = format!("/api/flights/{}", flight.id);
     let mut response = (StatusCode::CREATED, Json(flight)).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::LOCATION, HeaderValue::from_str(&location).expect("a path is a valid header"));
+    headers.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("a path is a valid header"),
+    );
     if replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
@@ -110,9 +119,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let key = value
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
         .ok_or_else(|| {
-            ApiError::bad_field("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"))
+            ApiError::bad_field(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+            )
         })?;
     Ok(Some(key.to_owned()))
 }
@@ -129,7 +145,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 404, description = "No such booking", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_flight(State(pool): State<PgPool>, Path(id): Path<String>) -> Result<Json<Flight>, ApiError> {
+pub async fn get_flight(
+    State(pool): State<PgPool>,
+    Path(id): Path<String>,
+) -> Result<Json<Flight>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad_field("id", "must be a UUID"))?;
     flights::find(&pool, id)
         .await?
@@ -155,7 +174,9 @@ impl PageQuery {
                 .parse::<i64>()
                 .ok()
                 .filter(|l| (1..=100).contains(l))
-                .ok_or_else(|| ApiError::bad_field("limit", "must be a whole number from 1 to 100")),
+                .ok_or_else(|| {
+                    ApiError::bad_field("limit", "must be a whole number from 1 to 100")
+                }),
         }
     }
 }
@@ -190,9 +211,14 @@ pub async fn list_flights(
     let before = query
         .cursor
         .as_deref()
-        .map(|c| Uuid::parse_str(c).map_err(|_| ApiError::bad_field("cursor", "is not a cursor this API returned")))
+        .map(|c| {
+            Uuid::parse_str(c)
+                .map_err(|_| ApiError::bad_field("cursor", "is not a cursor this API returned"))
+        })
         .transpose()?;
     let items = flights::list(&state.pool, before, limit).await?;
-    let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|f| f.id.to_string())).flatten();
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|f| f.id.to_string()))
+        .flatten();
     Ok(Json(FlightPage { items, next_cursor }))
 }

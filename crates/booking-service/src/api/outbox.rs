@@ -37,18 +37,22 @@ pub struct OutboxPage {
         (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list_outbox(State(pool): State<PgPool>, Query(query): Query<PageQuery>) -> Result<Json<OutboxPage>, ApiError> {
+pub async fn list_outbox(
+    State(pool): State<PgPool>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<OutboxPage>, ApiError> {
     let limit = query.limit()?;
-    let after = match query.cursor.as_deref() {
-        None => 0,
-        Some(c) => c
-            .parse::<i64>()
-            .ok()
-            .filter(|s| *s >= 0)
-            .ok_or_else(|| ApiError::bad_field("cursor", "is not a cursor this API returned"))?,
-    };
+    let after =
+        match query.cursor.as_deref() {
+            None => 0,
+            Some(c) => c.parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(|| {
+                ApiError::bad_field("cursor", "is not a cursor this API returned")
+            })?,
+        };
     let items = store::list_unpublished(&pool, after, limit).await?;
-    let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|e| e.seq.to_string())).flatten();
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|e| e.seq.to_string()))
+        .flatten();
     Ok(Json(OutboxPage { items, next_cursor }))
 }
 
@@ -68,14 +72,20 @@ pub async fn list_outbox(State(pool): State<PgPool>, Query(query): Query<PageQue
         (status = 409, description = "Already published", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn retry_event(State(pool): State<PgPool>, Path(event_id): Path<String>) -> Result<Json<OutboxEntry>, ApiError> {
-    let event_id = Uuid::parse_str(&event_id).map_err(|_| ApiError::bad_field("eventId", "must be a UUID"))?;
+pub async fn retry_event(
+    State(pool): State<PgPool>,
+    Path(event_id): Path<String>,
+) -> Result<Json<OutboxEntry>, ApiError> {
+    let event_id =
+        Uuid::parse_str(&event_id).map_err(|_| ApiError::bad_field("eventId", "must be a UUID"))?;
     match store::retry(&pool, event_id).await? {
         RetryOutcome::Requeued(entry) => {
             tracing::info!(%event_id, "event put back in line by an operator");
             Ok(Json(entry))
         }
-        RetryOutcome::AlreadyPublished => Err(ApiError::Conflict(format!("Event {event_id} was already published"))),
+        RetryOutcome::AlreadyPublished => Err(ApiError::Conflict(format!(
+            "Event {event_id} was already published"
+        ))),
         RetryOutcome::NotFound => Err(ApiError::NotFound(format!("No event with id {event_id}"))),
     }
 }

@@ -65,7 +65,10 @@ async fn fare_and_passenger_are_kept_and_the_traceparent_is_carried() {
     let flight: Value = response.json().await.unwrap();
     assert_eq!(flight["passengerName"], "Ada Lovelace");
     assert_eq!(flight["fare"], json!({"amount": 12900, "currency": "GBP"}));
-    let envelope: Value = sqlx::query_scalar("select envelope from outbox").fetch_one(&app.pool).await.unwrap();
+    let envelope: Value = sqlx::query_scalar("select envelope from outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(envelope["traceparent"], traceparent);
     assert_eq!(envelope["payload"]["passengerName"], "Ada Lovelace");
 }
@@ -86,8 +89,15 @@ async fn a_failing_outbox_insert_rolls_the_flight_back() {
     let response = app.book(&sample_body()).await;
 
     let problem = assert_problem(response, 500).await;
-    assert!(!problem.to_string().contains("injected"), "internals are not leaked: {problem}");
-    assert_eq!(app.counts().await, (0, 0), "neither the flight nor its event exists");
+    assert!(
+        !problem.to_string().contains("injected"),
+        "internals are not leaked: {problem}"
+    );
+    assert_eq!(
+        app.counts().await,
+        (0, 0),
+        "neither the flight nor its event exists"
+    );
 }
 
 #[tokio::test]
@@ -111,7 +121,11 @@ async fn no_event_exists_without_its_flight_and_no_flight_without_its_event() {
 async fn a_retry_with_the_same_idempotency_key_returns_the_original_booking() {
     let app = spawn_app().await;
     let post = |key: &'static str, body: Value| {
-        app.client.post(format!("{}/api/flights", app.address)).header("Idempotency-Key", key).json(&body).send()
+        app.client
+            .post(format!("{}/api/flights", app.address))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
     };
 
     let first = post("booking-42", sample_body()).await.unwrap();
@@ -193,7 +207,13 @@ async fn flights_are_listed_newest_first_in_pages() {
             None => "/api/flights?limit=2".to_owned(),
         };
         let page: Value = app.get(&path).await.json().await.unwrap();
-        seen.extend(page["items"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["id"].as_str().unwrap().to_owned()),
+        );
         match page["nextCursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             None => break,
@@ -205,7 +225,11 @@ async fn flights_are_listed_newest_first_in_pages() {
 #[tokio::test]
 async fn unknown_flights_and_bad_ids_are_problems() {
     let app = spawn_app().await;
-    let problem = assert_problem(app.get(&format!("/api/flights/{}", Uuid::new_v4())).await, 404).await;
+    let problem = assert_problem(
+        app.get(&format!("/api/flights/{}", Uuid::new_v4())).await,
+        404,
+    )
+    .await;
     assert!(problem["detail"].as_str().unwrap().contains("No flight"));
     let problem = assert_problem(app.get("/api/flights/not-a-uuid").await, 400).await;
     assert_eq!(problem["errors"][0]["field"], "id");
@@ -219,7 +243,12 @@ async fn unknown_flights_and_bad_ids_are_problems() {
 async fn unknown_paths_and_methods_are_problems() {
     let app = spawn_app().await;
     assert_problem(app.get("/nope").await, 404).await;
-    let response = app.client.delete(format!("{}/api/flights", app.address)).send().await.unwrap();
+    let response = app
+        .client
+        .delete(format!("{}/api/flights", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_problem(response, 405).await;
 }
 
@@ -232,7 +261,12 @@ async fn health_swagger_and_metrics_answer() {
     let swagger = app.get("/swagger-ui/index.html").await;
     assert_eq!(swagger.status(), 200);
     assert!(swagger.text().await.unwrap().contains("swagger"));
-    let spec: Value = app.get("/api-docs/openapi.json").await.json().await.unwrap();
+    let spec: Value = app
+        .get("/api-docs/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(spec["paths"]["/api/flights"]["post"].is_object());
     app.book_sample().await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
@@ -258,10 +292,25 @@ async fn committed_openapi_json_matches_the_code() {
 #[tokio::test]
 async fn help_lists_every_setting_and_bad_config_names_the_variable() {
     let bin = env!("CARGO_BIN_EXE_booking-service");
-    let help = std::process::Command::new(bin).arg("--help").output().unwrap();
+    let help = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    for var in ["DATABASE_URL", "PGHOST", "PGPASSWORD", "BIND_ADDR", "LOG_FORMAT", "DATABASE_MAX_CONNECTIONS",
-                "RUN_MIGRATIONS", "RELAY_ENABLED", "SQS_QUEUE_URL", "SQS_QUEUE_NAME", "RELAY_MAX_ATTEMPTS", "OUTBOX_RETENTION"] {
+    for var in [
+        "DATABASE_URL",
+        "PGHOST",
+        "PGPASSWORD",
+        "BIND_ADDR",
+        "LOG_FORMAT",
+        "DATABASE_MAX_CONNECTIONS",
+        "RUN_MIGRATIONS",
+        "RELAY_ENABLED",
+        "SQS_QUEUE_URL",
+        "SQS_QUEUE_NAME",
+        "RELAY_MAX_ATTEMPTS",
+        "OUTBOX_RETENTION",
+    ] {
         assert!(help.contains(var), "--help lacks {var}");
     }
     let bad = std::process::Command::new(bin)
@@ -270,9 +319,21 @@ async fn help_lists_every_setting_and_bad_config_names_the_variable() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("BIND_ADDR"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("BIND_ADDR"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
-    let no_db = std::process::Command::new(bin).env_clear().env("RELAY_ENABLED", "false").output().unwrap();
+    let no_db = std::process::Command::new(bin)
+        .env_clear()
+        .env("RELAY_ENABLED", "false")
+        .output()
+        .unwrap();
     assert!(!no_db.status.success());
-    assert!(String::from_utf8_lossy(&no_db.stderr).contains("DATABASE_URL"), "{}", String::from_utf8_lossy(&no_db.stderr));
+    assert!(
+        String::from_utf8_lossy(&no_db.stderr).contains("DATABASE_URL"),
+        "{}",
+        String::from_utf8_lossy(&no_db.stderr)
+    );
 }

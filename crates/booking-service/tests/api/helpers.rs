@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 /// Server root without a database name; each test gets its own database on it.
 pub fn database_server() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
 pub fn sample_body() -> Value {
@@ -40,12 +41,18 @@ pub async fn spawn_app() -> TestApp {
 /// An app whose relay publishes to a new queue `name` (FIFO when it ends in .fifo).
 pub async fn spawn_app_with_queue(name: &str, extra: &[&str]) -> TestApp {
     let client = outbox::sqs::client().await;
-    let url = outbox::sqs::create_queue(&client, name).await.expect("the SQS server answers (see scripts/test.sh)");
+    let url = outbox::sqs::create_queue(&client, name)
+        .await
+        .expect("the SQS server answers (see scripts/test.sh)");
     spawn_with(Some(url), extra).await
 }
 
 /// An app on an existing database (several replicas on one database).
-pub async fn spawn_replica(database_url: &str, queue_url: Option<String>, extra: &[&str]) -> TestApp {
+pub async fn spawn_replica(
+    database_url: &str,
+    queue_url: Option<String>,
+    extra: &[&str],
+) -> TestApp {
     start(database_url.to_owned(), queue_url, extra).await
 }
 
@@ -68,7 +75,9 @@ async fn start(database_url: String, queue_url: Option<String>, extra: &[&str]) 
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = Config::parse_from(args);
-    let app = Application::build(config).await.expect("the application builds");
+    let app = Application::build(config)
+        .await
+        .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool().clone();
     let shutdown = CancellationToken::new();
@@ -86,7 +95,12 @@ async fn start(database_url: String, queue_url: Option<String>, extra: &[&str]) 
 
 impl TestApp {
     pub async fn book(&self, body: &Value) -> reqwest::Response {
-        self.client.post(format!("{}/api/flights", self.address)).json(body).send().await.unwrap()
+        self.client
+            .post(format!("{}/api/flights", self.address))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Books the sample flight and returns its id.
@@ -98,13 +112,23 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.address)).send().await.unwrap()
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
     }
 
     /// (flights, outbox rows)
     pub async fn counts(&self) -> (i64, i64) {
-        let flights: i64 = sqlx::query_scalar("select count(*) from flight").fetch_one(&self.pool).await.unwrap();
-        let events: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(&self.pool).await.unwrap();
+        let flights: i64 = sqlx::query_scalar("select count(*) from flight")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        let events: i64 = sqlx::query_scalar("select count(*) from outbox")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
         (flights, events)
     }
 
@@ -133,7 +157,10 @@ pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
     );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], status, "{body}");
-    assert!(body["title"].is_string() && body["type"].is_string(), "{body}");
+    assert!(
+        body["title"].is_string() && body["type"].is_string(),
+        "{body}"
+    );
     body
 }
 
@@ -148,7 +175,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -158,7 +188,11 @@ pub fn unique_queue(prefix: &str) -> String {
 }
 
 /// Receives (and deletes) messages until `expected` arrived or `timeout` passed.
-pub async fn receive_all(queue_url: &str, expected: usize, timeout: Duration) -> Vec<aws_sdk_sqs::types::Message> {
+pub async fn receive_all(
+    queue_url: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<aws_sdk_sqs::types::Message> {
     use aws_sdk_sqs::types::MessageSystemAttributeName;
     let client = outbox::sqs::client().await;
     let deadline = tokio::time::Instant::now() + timeout;
@@ -212,7 +246,10 @@ pub async fn enqueue_sequence(pool: &PgPool, aggregate: Uuid, from: usize, count
 
 /// Unpublished rows left.
 pub async fn unpublished(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("select count(*) from outbox where published_at is null").fetch_one(pool).await.unwrap()
+    sqlx::query_scalar("select count(*) from outbox where published_at is null")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// (aggregate id, n) of received test events, in arrival order.
@@ -221,19 +258,28 @@ pub fn sequence_of(messages: &[aws_sdk_sqs::types::Message]) -> Vec<(String, u64
         .iter()
         .map(|m| {
             let envelope: Value = serde_json::from_str(m.body().unwrap()).unwrap();
-            (envelope["aggregateId"].as_str().unwrap().to_owned(), envelope["payload"]["n"].as_u64().unwrap_or(0))
+            (
+                envelope["aggregateId"].as_str().unwrap().to_owned(),
+                envelope["payload"]["n"].as_u64().unwrap_or(0),
+            )
         })
         .collect()
 }
 
 /// Asserts every aggregate's events arrived complete and in order, exactly once.
-pub fn assert_in_order_per_aggregate(messages: &[aws_sdk_sqs::types::Message], per_aggregate: usize) {
+pub fn assert_in_order_per_aggregate(
+    messages: &[aws_sdk_sqs::types::Message],
+    per_aggregate: usize,
+) {
     let mut by_aggregate: std::collections::HashMap<String, Vec<u64>> = Default::default();
     for (aggregate, n) in sequence_of(messages) {
         by_aggregate.entry(aggregate).or_default().push(n);
     }
     for (aggregate, ns) in &by_aggregate {
         let expected: Vec<u64> = (0..per_aggregate as u64).collect();
-        assert_eq!(ns, &expected, "events of {aggregate} out of order, missing or duplicated");
+        assert_eq!(
+            ns, &expected,
+            "events of {aggregate} out of order, missing or duplicated"
+        );
     }
 }

@@ -19,7 +19,12 @@ async fn unpublished_events_are_listed_oldest_first_with_their_state() {
     assert_eq!(items[0]["eventType"], "FlightBooked");
 
     let cursor = page["nextCursor"].as_str().unwrap();
-    let next: Value = app.get(&format!("/api/outbox?limit=2&cursor={cursor}")).await.json().await.unwrap();
+    let next: Value = app
+        .get(&format!("/api/outbox?limit=2&cursor={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(next["items"][0]["aggregateId"], third.to_string());
     assert!(next["nextCursor"].is_null());
 

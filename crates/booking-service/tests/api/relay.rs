@@ -1,1 +1,654 @@
+//! The relay against the real PostgreSQL and the real SQS-compatible server.
+//! Most tests drive `Relay::run_once` directly so each step is deterministic;
+//! fault-injecting publishers wrap the real SQS publisher.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use outbox::metrics::RelayMetrics;
+use outbox::relay::{Outcome, Relay, RelayArgs};
+use outbox::sqs::{
+    BatchOutcome, FailureReason, Publisher, Queue, QueueArgs, SendError, SqsPublisher,
+};
+use outbox::store::Claimed;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+async fn queue(name: &str) -> (Queue, String) {
+    let client = outbox::sqs::client().await;
+    let url = outbox::sqs::create_queue(&client, name).await.unwrap();
+    let queue = Queue::new(
+        client,
+        &QueueArgs {
+            sqs_queue_url: Some(url.clone()),
+            sqs_queue_name: None,
+        },
+    )
+    .unwrap();
+    (queue, url)
+}
+
+fn fast_args() -> RelayArgs {
+    RelayArgs {
+        relay_backoff_base: Duration::from_millis(20),
+        relay_backoff_max: Duration::from_millis(100),
+        relay_poll_interval: Duration::from_millis(50),
+        ..RelayArgs::defaults()
+    }
+}
+
+/// Drives `relay` until nothing is left to publish.
+async fn drain<P: Publisher>(relay: &Relay<P>, pool: &sqlx::PgPool) {
+    eventually(Duration::from_secs(30), "the outbox drains", || async {
+        relay.run_once().await.unwrap();
+        (unpublished(pool).await == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_booking_reaches_the_fifo_queue_with_its_envelope_and_attributes() {
+    let app = spawn_app_with_queue(&unique_queue("e2e"), &[]).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = app
+        .client
+        .post(format!("{}/api/flights", app.address))
+        .header("traceparent", traceparent)
+        .json(&sample_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let flight: Value = response.json().await.unwrap();
+
+    let messages = receive_all(
+        app.queue_url.as_deref().unwrap(),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(messages.len(), 1);
+    let message = &messages[0];
+    let body: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+    let (stored, event_id): (Value, Uuid) = sqlx::query_as("select envelope, event_id from outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(body, stored, "the body is the committed envelope");
+    assert_eq!(body["payload"]["flightId"], flight["id"]);
+    let attributes = message.message_attributes().unwrap();
+    assert_eq!(attributes["eventType"].string_value(), Some("FlightBooked"));
+    assert_eq!(attributes["eventVersion"].string_value(), Some("1"));
+    assert_eq!(
+        attributes["contentType"].string_value(),
+        Some("application/json")
+    );
+    assert_eq!(attributes["traceparent"].string_value(), Some(traceparent));
+    let system = message.attributes().unwrap();
+    assert_eq!(
+        system[&MessageSystemAttributeName::MessageGroupId],
+        flight["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        system[&MessageSystemAttributeName::MessageDeduplicationId],
+        event_id.to_string()
+    );
+
+    eventually(
+        Duration::from_secs(5),
+        "the row is marked published",
+        || async { (unpublished(&app.pool).await == 0).then_some(()) },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "the metrics count it", || async {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        metrics.contains("outbox_published_total 1").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_standard_queue_is_supported() {
+    let name = format!("standard-{}", Uuid::new_v4().simple());
+    let app = spawn_app_with_queue(&name, &[]).await;
+    let id = app.book_sample().await;
+    let messages = receive_all(
+        app.queue_url.as_deref().unwrap(),
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    let body: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    assert_eq!(body["aggregateId"], id.to_string());
+}
+
+#[tokio::test]
+async fn events_wait_while_the_queue_is_gone_and_drain_in_order_when_it_is_back() {
+    let name = unique_queue("outage");
+    let app = spawn_app_with_queue(
+        &name,
+        &[
+            "--relay-backoff-base=50ms",
+            "--relay-backoff-max=200ms",
+            "--relay-poll-interval=100ms",
+        ],
+    )
+    .await;
+    let url = app.queue_url.clone().unwrap();
+    let client = outbox::sqs::client().await;
+    client.delete_queue().queue_url(&url).send().await.unwrap();
+
+    // Bookings keep succeeding while the queue is gone.
+    let mut flights = Vec::new();
+    for _ in 0..3 {
+        flights.push(app.book_sample().await);
+    }
+    // And a longer story for one booking, whose order must survive the outage.
+    enqueue_sequence(&app.pool, flights[0], 1, 4).await;
+
+    let entries = eventually(
+        Duration::from_secs(15),
+        "failed attempts are recorded",
+        || async {
+            let page: Value = app.get("/api/outbox").await.json().await.unwrap();
+            let items = page["items"].as_array().unwrap().clone();
+            let heads_failed = items
+                .iter()
+                .filter(|e| e["attempts"].as_i64().unwrap() >= 2)
+                .count();
+            (heads_failed >= 3).then_some(items)
+        },
+    )
+    .await;
+    assert_eq!(entries.len(), 7, "every event is still in the outbox");
+    let error = entries[0]["lastError"].as_str().unwrap();
+    assert!(
+        error.contains("NonExistentQueue") || error.contains("QueueDoesNotExist"),
+        "{error}"
+    );
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("outbox_publish_failures_total{reason=\"queue_does_not_exist\"}"),
+        "{metrics}"
+    );
+
+    // The queue comes back (same name, same URL): the backlog drains by itself.
+    outbox::sqs::create_queue(&client, &name).await.unwrap();
+    let messages = receive_all(&url, 7, Duration::from_secs(30)).await;
+    assert_eq!(messages.len(), 7);
+    let first: Vec<u64> = sequence_of(&messages)
+        .into_iter()
+        .filter(|(aggregate, _)| *aggregate == flights[0].to_string())
+        .map(|(_, n)| n)
+        .collect();
+    assert_eq!(
+        first,
+        [0, 1, 2, 3, 4],
+        "the booking's events arrive in commit order"
+    );
+    eventually(Duration::from_secs(5), "all marked published", || async {
+        (unpublished(&app.pool).await == 0).then_some(())
+    })
+    .await;
+}
+
+/// Refuses the third entry of every batch the first time it sees that event.
+struct FailThirdEntryOnce {
+    inner: SqsPublisher,
+    failed: Mutex<HashSet<Uuid>>,
+}
+
+impl Publisher for FailThirdEntryOnce {
+    async fn publish(&self, batch: &[Claimed]) -> Result<BatchOutcome, SendError> {
+        let victim = batch
+            .get(2)
+            .map(|row| row.event_id)
+            .filter(|id| self.failed.lock().unwrap().insert(*id));
+        let forwarded: Vec<Claimed> = batch
+            .iter()
+            .filter(|r| Some(r.event_id) != victim)
+            .cloned()
+            .collect();
+        let mut results = self.inner.publish(&forwarded).await?.into_iter();
+        Ok(batch
+            .iter()
+            .map(|row| {
+                if Some(row.event_id) == victim {
+                    Err(SendError::new(
+                        FailureReason::Rejected,
+                        "InternalError: injected entry failure",
+                    ))
+                } else {
+                    results.next().unwrap()
+                }
+            })
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn only_accepted_entries_of_a_batch_are_marked_and_the_rest_follow_in_order() {
+    let app = spawn_app().await;
+    let (queue, url) = queue(&unique_queue("partial")).await;
+    let aggregates: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    for aggregate in &aggregates {
+        enqueue_sequence(&app.pool, *aggregate, 0, 3).await;
+    }
+    let publisher = FailThirdEntryOnce {
+        inner: SqsPublisher::new(queue),
+        failed: Mutex::default(),
+    };
+    let relay = Relay::new(
+        app.pool.clone(),
+        publisher,
+        fast_args(),
+        RelayMetrics::default(),
+    );
+
+    // First round: the heads of the 5 aggregates; the third is refused.
+    assert_eq!(
+        relay.run_once().await.unwrap(),
+        Outcome::Sent {
+            published: 4,
+            failed: 1
+        }
+    );
+    let refused: (Uuid, i32, Option<String>, bool) = sqlx::query_as(
+        "select aggregate_id, attempts, last_error, published_at is null from outbox where attempts > 0",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(refused.0, aggregates[2]);
+    assert_eq!(refused.1, 1);
+    assert!(refused.2.unwrap().contains("injected"));
+    assert!(refused.3, "a refused entry is never marked published");
+    let published: i64 =
+        sqlx::query_scalar("select count(*) from outbox where published_at is not null")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(published, 4);
+
+    drain(&relay, &app.pool).await;
+    let messages = receive_all(&url, 15, Duration::from_secs(10)).await;
+    assert_eq!(messages.len(), 15);
+    assert_in_order_per_aggregate(&messages, 3);
+}
+
+/// Fails roughly one entry in four, and sometimes the whole call.
+struct Flaky {
+    inner: SqsPublisher,
+    calls: Mutex<u64>,
+}
+
+impl Publisher for Flaky {
+    async fn publish(&self, batch: &[Claimed]) -> Result<BatchOutcome, SendError> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        if call % 7 == 0 {
+            return Err(SendError::new(
+                FailureReason::Unreachable,
+                "injected: connection refused",
+            ));
+        }
+        let refuse = |row: &Claimed| (row.event_id.as_u128().wrapping_add(call as u128)) % 4 == 0;
+        let forwarded: Vec<Claimed> = batch.iter().filter(|r| !refuse(r)).cloned().collect();
+        let mut results = if forwarded.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.publish(&forwarded).await?
+        }
+        .into_iter();
+        Ok(batch
+            .iter()
+            .map(|row| {
+                if refuse(row) {
+                    Err(SendError::new(
+                        FailureReason::Throttled,
+                        "injected: throttled",
+                    ))
+                } else {
+                    results.next().unwrap()
+                }
+            })
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn three_concurrent_relays_with_failures_deliver_every_booking_in_order() {
+    let app = spawn_app().await;
+    let (queue, url) = queue(&unique_queue("replicas")).await;
+    let aggregates: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
+    let per_aggregate = 15;
+    // Interleaved commits across aggregates, as concurrent requests would make them.
+    for n in 0..per_aggregate {
+        for aggregate in &aggregates {
+            enqueue_sequence(&app.pool, *aggregate, n, 1).await;
+        }
+    }
+    let shutdown = CancellationToken::new();
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        let publisher = Flaky {
+            inner: SqsPublisher::new(queue.clone()),
+            calls: Mutex::new(0),
+        };
+        let relay = Arc::new(Relay::new(
+            app.pool.clone(),
+            publisher,
+            fast_args(),
+            RelayMetrics::default(),
+        ));
+        relays.push(tokio::spawn(relay.run(shutdown.clone())));
+    }
+
+    let expected = aggregates.len() * per_aggregate;
+    let messages = receive_all(&url, expected, Duration::from_secs(60)).await;
+    shutdown.cancel();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+    assert_eq!(messages.len(), expected);
+    assert_in_order_per_aggregate(&messages, per_aggregate);
+    assert_eq!(unpublished(&app.pool).await, 0);
+    let retried: i64 = sqlx::query_scalar("select count(*) from outbox where attempts > 0")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(retried > 0, "the fault injection did inject faults");
+}
+
+/// Sends for real, then never returns: the process "dies" between SQS
+/// accepting the batch and the database recording it.
+struct SendThenHang {
+    inner: SqsPublisher,
+    sent: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl Publisher for SendThenHang {
+    async fn publish(&self, batch: &[Claimed]) -> Result<BatchOutcome, SendError> {
+        self.inner.publish(batch).await?;
+        let _ = self.sent.send(());
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_relay_killed_after_sqs_accepted_the_batch_is_covered_by_another() {
+    let app = spawn_app().await;
+    let (queue, url) = queue(&unique_queue("crash")).await;
+    let flight = app.book_sample().await;
+    let short_lease = RelayArgs {
+        relay_lease: Duration::from_secs(1),
+        ..fast_args()
+    };
+
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
+    let doomed = Relay::new(
+        app.pool.clone(),
+        SendThenHang {
+            inner: SqsPublisher::new(queue.clone()),
+            sent: sent_tx,
+        },
+        short_lease.clone(),
+        RelayMetrics::default(),
+    );
+    let task = tokio::spawn(async move { doomed.run_once().await });
+    tokio::time::timeout(Duration::from_secs(10), sent_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    task.abort(); // killed after the send, before the mark
+    let _ = task.await;
+    assert_eq!(
+        unpublished(&app.pool).await,
+        1,
+        "SQS has it, the outbox does not know"
+    );
+
+    let survivor = Relay::new(
+        app.pool.clone(),
+        SqsPublisher::new(queue),
+        short_lease,
+        RelayMetrics::default(),
+    );
+    assert_eq!(
+        survivor.run_once().await.unwrap(),
+        Outcome::Idle,
+        "the claim is honoured until its lease ends"
+    );
+    drain(&survivor, &app.pool).await;
+
+    // Re-sent, and FIFO deduplication (same event id) absorbs the second copy.
+    let messages = receive_all(&url, 2, Duration::from_secs(3)).await;
+    assert_eq!(messages.len(), 1);
+    let body: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    assert_eq!(body["aggregateId"], flight.to_string());
+}
+
+/// Always refuses the call, as a deny policy would.
+struct Denied;
+
+impl Publisher for Denied {
+    async fn publish(&self, _batch: &[Claimed]) -> Result<BatchOutcome, SendError> {
+        Err(SendError::new(
+            FailureReason::AccessDenied,
+            "AccessDenied: explicit deny in a resource-based policy",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn an_event_is_parked_after_max_attempts_holds_back_its_successors_and_can_be_retried() {
+    let app = spawn_app().await;
+    let (queue, url) = queue(&unique_queue("park")).await;
+    let flight = app.book_sample().await;
+    let args = RelayArgs {
+        relay_max_attempts: 2,
+        relay_backoff_max: Duration::ZERO,
+        ..fast_args()
+    };
+    let metrics = RelayMetrics::default();
+    let denied = Relay::new(app.pool.clone(), Denied, args.clone(), metrics.clone());
+
+    assert_eq!(denied.run_once().await.unwrap(), Outcome::Unavailable);
+    assert_eq!(denied.run_once().await.unwrap(), Outcome::Unavailable);
+    assert_eq!(
+        denied.run_once().await.unwrap(),
+        Outcome::Idle,
+        "parked events are not tried again"
+    );
+    assert_eq!(metrics.parked.get(), 1);
+
+    let page: Value = app.get("/api/outbox").await.json().await.unwrap();
+    let entry = &page["items"][0];
+    assert_eq!(entry["state"], "PARKED");
+    assert_eq!(entry["attempts"], 2);
+    assert!(
+        entry["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("AccessDenied")
+    );
+    let metrics_text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics_text.contains("outbox_parked_events 1"),
+        "{metrics_text}"
+    );
+
+    // A later event of the same booking must not overtake the parked one.
+    enqueue_sequence(&app.pool, flight, 1, 1).await;
+    let working = Relay::new(
+        app.pool.clone(),
+        SqsPublisher::new(queue),
+        args,
+        RelayMetrics::default(),
+    );
+    assert_eq!(working.run_once().await.unwrap(), Outcome::Idle);
+
+    let event_id = entry["eventId"].as_str().unwrap();
+    let response = app
+        .client
+        .post(format!("{}/api/outbox/{event_id}/retry", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let requeued: Value = response.json().await.unwrap();
+    assert_eq!(requeued["attempts"], 0);
+    assert_ne!(requeued["state"], "PARKED");
+
+    drain(&working, &app.pool).await;
+    let messages = receive_all(&url, 2, Duration::from_secs(10)).await;
+    let types: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<Value>(m.body().unwrap()).unwrap()["eventType"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(types, ["FlightBooked", "TestEvent"]);
+
+    let again = app
+        .client
+        .post(format!("{}/api/outbox/{event_id}/retry", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(again, 409).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_sqs_endpoint_leaves_events_waiting_with_the_error() {
+    let app = spawn_app().await;
+    // Nothing listens on port 9 of this machine: connection refused.
+    let config = aws_config::from_env()
+        .endpoint_url("http://127.0.0.1:9")
+        .load()
+        .await;
+    let client = aws_sdk_sqs::Client::new(&config);
+    let queue = Queue::new(
+        client,
+        &QueueArgs {
+            sqs_queue_url: Some("http://127.0.0.1:9/000000000000/nowhere.fifo".into()),
+            sqs_queue_name: None,
+        },
+    )
+    .unwrap();
+    app.book_sample().await;
+    let relay = Relay::new(
+        app.pool.clone(),
+        SqsPublisher::new(queue),
+        fast_args(),
+        RelayMetrics::default(),
+    );
+
+    assert_eq!(relay.run_once().await.unwrap(), Outcome::Unavailable);
+
+    let (attempts, error, published): (i32, String, bool) =
+        sqlx::query_as("select attempts, last_error, published_at is not null from outbox")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(!error.is_empty());
+    assert!(!published);
+}
+
+#[tokio::test]
+async fn the_relay_is_woken_again_after_its_listener_connection_is_killed() {
+    // A poll interval of an hour: only a notification can deliver within the test.
+    let app = spawn_app_with_queue(&unique_queue("listen"), &["--relay-poll-interval=1h"]).await;
+    let url = app.queue_url.clone().unwrap();
+    app.book_sample().await;
+    assert_eq!(receive_all(&url, 1, Duration::from_secs(10)).await.len(), 1);
+
+    let listener_pid = || async {
+        sqlx::query_scalar::<_, i32>(
+            "select pid from pg_stat_activity where datname = current_database() and query ilike 'listen%'",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+    };
+    let old = eventually(
+        Duration::from_secs(5),
+        "the listener is connected",
+        listener_pid,
+    )
+    .await;
+    sqlx::query("select pg_terminate_backend($1)")
+        .bind(old)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the listener reconnects",
+        || async { listener_pid().await.filter(|pid| *pid != old) },
+    )
+    .await;
+
+    app.book_sample().await;
+    assert_eq!(receive_all(&url, 1, Duration::from_secs(10)).await.len(), 1);
+}
+
+#[tokio::test]
+async fn published_rows_are_deleted_after_the_retention() {
+    let app = spawn_app_with_queue(&unique_queue("retention"), &["--outbox-retention=1s"]).await;
+    for _ in 0..3 {
+        app.book_sample().await;
+    }
+    assert_eq!(
+        receive_all(
+            app.queue_url.as_deref().unwrap(),
+            3,
+            Duration::from_secs(10)
+        )
+        .await
+        .len(),
+        3
+    );
+    eventually(
+        Duration::from_secs(15),
+        "retention empties the outbox",
+        || async { (app.counts().await.1 == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(app.counts().await.0, 3, "the flights themselves stay");
+}
+
+#[tokio::test]
+async fn two_booking_service_replicas_publish_every_event_once() {
+    let name = unique_queue("two-replicas");
+    let first = spawn_app_with_queue(&name, &[]).await;
+    let second = spawn_replica(&first.database_url, first.queue_url.clone(), &[]).await;
+    let mut booked = HashSet::new();
+    for i in 0..40 {
+        let app = if i % 2 == 0 { &first } else { &second };
+        booked.insert(app.book_sample().await.to_string());
+    }
+    let messages = receive_all(
+        first.queue_url.as_deref().unwrap(),
+        40,
+        Duration::from_secs(20),
+    )
+    .await;
+    let received: HashSet<String> = sequence_of(&messages).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(messages.len(), 40);
+    assert_eq!(received, booked);
+    second.stop().await;
+    first.stop().await;
+}

@@ -20,9 +20,20 @@ fn without(field: &str) -> Value {
 async fn assert_refused(app: &TestApp, body: &Value, field: &str) {
     let response = app.book(body).await;
     let problem = assert_problem(response, 422).await;
-    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
-    assert!(fields.contains(&field), "expected {field} in {problem} for {body}");
-    assert!(problem["detail"].as_str().unwrap().contains(field), "{problem}");
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&field),
+        "expected {field} in {problem} for {body}"
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains(field),
+        "{problem}"
+    );
 }
 
 #[tokio::test]
@@ -34,21 +45,60 @@ async fn invalid_fields_are_named_and_nothing_is_written() {
         (with("departureAirport", json!("   ")), "departureAirport"),
         (with("arrivalAirport", json!("")), "arrivalAirport"),
         (with("arrivalAirport", json!("PARIS")), "arrivalAirport"),
-        (with("arrivalDateTime", json!("2023-09-01T07:00:00.000Z")), "arrivalDateTime"),
-        (with("arrivalDateTime", json!("2023-09-01T08:00:00.000Z")), "arrivalDateTime"),
-        (with("departureDateTime", json!("next tuesday")), "departureDateTime"),
-        (with("departureDateTime", json!("2023-13-45T08:00:00Z")), "departureDateTime"),
+        (
+            with("arrivalDateTime", json!("2023-09-01T07:00:00.000Z")),
+            "arrivalDateTime",
+        ),
+        (
+            with("arrivalDateTime", json!("2023-09-01T08:00:00.000Z")),
+            "arrivalDateTime",
+        ),
+        (
+            with("departureDateTime", json!("next tuesday")),
+            "departureDateTime",
+        ),
+        (
+            with("departureDateTime", json!("2023-13-45T08:00:00Z")),
+            "departureDateTime",
+        ),
         (without("arrivalDateTime"), "arrivalDateTime"),
         (with("departureAirport", json!(42)), "departureAirport"),
-        (with("fare", json!({"amount": -100, "currency": "EUR"})), "fare.amount"),
-        (with("fare", json!({"amount": 0, "currency": "EUR"})), "fare.amount"),
-        (with("fare", json!({"amount": 100_000_000_000i64, "currency": "EUR"})), "fare.amount"),
-        (with("fare", json!({"amount": 12.5, "currency": "EUR"})), "fare.amount"),
-        (with("fare", json!({"amount": 100, "currency": "euro"})), "fare.currency"),
-        (with("fare", json!({"amount": 100, "currency": "E1R"})), "fare.currency"),
+        (
+            with("fare", json!({"amount": -100, "currency": "EUR"})),
+            "fare.amount",
+        ),
+        (
+            with("fare", json!({"amount": 0, "currency": "EUR"})),
+            "fare.amount",
+        ),
+        (
+            with(
+                "fare",
+                json!({"amount": 100_000_000_000i64, "currency": "EUR"}),
+            ),
+            "fare.amount",
+        ),
+        (
+            with("fare", json!({"amount": 12.5, "currency": "EUR"})),
+            "fare.amount",
+        ),
+        (
+            with("fare", json!({"amount": 100, "currency": "euro"})),
+            "fare.currency",
+        ),
+        (
+            with("fare", json!({"amount": 100, "currency": "E1R"})),
+            "fare.currency",
+        ),
         (with("fare", json!({"amount": 100})), "fare.currency"),
-        (with("departureAirport", json!("x".repeat(101))), "departureAirport"),
-        (with("passengerName", json!("y".repeat(201))), "passengerName"),
+        (
+            with("departureAirport", json!("x".repeat(101))),
+            "departureAirport",
+        ),
+        (
+            with("passengerName", json!("y".repeat(201))),
+            "passengerName",
+        ),
         (with("passengerName", json!("")), "passengerName"),
     ];
     for (body, field) in &cases {
@@ -70,7 +120,10 @@ async fn malformed_json_is_a_400() {
             .await
             .unwrap();
         let problem = assert_problem(response, 400).await;
-        assert!(problem["detail"].as_str().unwrap().contains("JSON"), "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("JSON"),
+            "{problem}"
+        );
     }
     let problem = assert_problem(app.book(&json!([1, 2])).await, 422).await;
     assert_eq!(problem["errors"][0]["field"], "$");
@@ -80,7 +133,11 @@ async fn malformed_json_is_a_400() {
 #[tokio::test]
 async fn a_body_that_is_not_json_is_a_415() {
     let app = spawn_app().await;
-    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
         let mut request = app
             .client
             .post(format!("{}/api/flights", app.address))
