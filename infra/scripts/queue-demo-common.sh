@@ -1,0 +1,57 @@
+# Shared by block-queue.sh and unblock-queue.sh (sourced, not run).
+#
+# Targets come from, in order: --queue-url / --role-arn, the QUEUE_URL / BOOKING_ROLE_ARN
+# variables, the stack outputs (stacks OutboxMessaging and OutboxServices, or
+# MESSAGING_STACK / SERVICES_STACK). The AWS CLI uses its usual region and credentials.
+
+set -euo pipefail
+
+SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MESSAGING_STACK="${MESSAGING_STACK:-OutboxMessaging}"
+SERVICES_STACK="${SERVICES_STACK:-OutboxServices}"
+QUEUE_URL="${QUEUE_URL:-}"
+BOOKING_ROLE_ARN="${BOOKING_ROLE_ARN:-}"
+
+usage() {
+  echo "usage: $(basename "$0") [--queue-url URL] [--role-arn ARN]" >&2
+  exit 2
+}
+
+parse_args() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --queue-url) [ $# -ge 2 ] || usage; QUEUE_URL="$2"; shift 2 ;;
+      --role-arn) [ $# -ge 2 ] || usage; BOOKING_ROLE_ARN="$2"; shift 2 ;;
+      -h|--help) usage ;;
+      *) echo "unknown argument: $1" >&2; usage ;;
+    esac
+  done
+}
+
+stack_output() { # STACK KEY
+  local value
+  value=$(aws cloudformation describe-stacks --stack-name "$1" \
+    --query "Stacks[0].Outputs[?OutputKey=='$2'].OutputValue" --output text)
+  if [ -z "$value" ] || [ "$value" = "None" ]; then
+    echo "stack $1 has no output $2: deploy first, or pass it as an argument" >&2
+    exit 1
+  fi
+  printf '%s\n' "$value"
+}
+
+resolve_queue_url() {
+  [ -n "$QUEUE_URL" ] || QUEUE_URL=$(stack_output "$MESSAGING_STACK" QueueUrl)
+}
+
+resolve_role_arn() {
+  [ -n "$BOOKING_ROLE_ARN" ] || BOOKING_ROLE_ARN=$(stack_output "$SERVICES_STACK" BookingTaskRoleArn)
+}
+
+# Read the policy, let queue_policy.py edit it, write it back. ARGS go to queue_policy.py.
+rewrite_policy() {
+  local attributes new_attributes
+  attributes=$(aws sqs get-queue-attributes --queue-url "$QUEUE_URL" \
+    --attribute-names Policy QueueArn --output json)
+  new_attributes=$(printf '%s' "$attributes" | python3 "$SCRIPTS_DIR/queue_policy.py" "$@")
+  aws sqs set-queue-attributes --queue-url "$QUEUE_URL" --attributes "$new_attributes"
+}

@@ -1,0 +1,339 @@
+import { Match } from 'aws-cdk-lib/assertions';
+import {
+  allowedActions,
+  containerOf,
+  envOf,
+  onlyResource,
+  resourcesOfType,
+  synthTemplates,
+  Templates,
+  taskRoleOf,
+} from './helpers';
+
+// One synthesis with the cdk.json defaults serves every test that does not vary the context.
+let t: Templates;
+beforeAll(() => {
+  t = synthTemplates();
+});
+
+describe('messaging', () => {
+  test('bookings.fifo redrives to a FIFO dead-letter queue after 5 receives', () => {
+    const dlq = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === 'bookings-dlq.fifo');
+    expect(dlq.properties).toMatchObject({ FifoQueue: true, MessageRetentionPeriod: 14 * 24 * 3600 });
+
+    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === 'bookings.fifo');
+    expect(queue.properties).toMatchObject({
+      FifoQueue: true,
+      ContentBasedDeduplication: false,
+      VisibilityTimeout: 60,
+      RedrivePolicy: {
+        deadLetterTargetArn: { 'Fn::GetAtt': [dlq.logicalId, 'Arn'] },
+        maxReceiveCount: 5,
+      },
+    });
+  });
+
+  test('both queues use SQS-managed server-side encryption', () => {
+    const queues = Object.values(resourcesOfType(t.messaging, 'AWS::SQS::Queue'));
+    expect(queues).toHaveLength(2);
+    for (const queue of queues) {
+      expect(queue.Properties.SqsManagedSseEnabled).toBe(true);
+    }
+  });
+
+  test('both queue policies deny every request that is not over TLS', () => {
+    const queues = Object.keys(resourcesOfType(t.messaging, 'AWS::SQS::Queue'));
+    for (const logicalId of queues) {
+      t.messaging.hasResourceProperties('AWS::SQS::QueuePolicy', {
+        Queues: [{ Ref: logicalId }],
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({
+              Effect: 'Deny',
+              Principal: { AWS: '*' },
+              Action: 'sqs:*',
+              Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+            }),
+          ]),
+        },
+      });
+    }
+  });
+
+  test('alarms on a non-empty dead-letter queue and on old messages in the queue', () => {
+    t.messaging.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'AWS/SQS',
+      MetricName: 'ApproximateNumberOfMessagesVisible',
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [Match.stringLikeRegexp('^DeadLetterQueue'), 'QueueName'] } }],
+      ComparisonOperator: 'GreaterThanThreshold',
+      Threshold: 0,
+      TreatMissingData: 'notBreaching',
+    });
+    t.messaging.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'AWS/SQS',
+      MetricName: 'ApproximateAgeOfOldestMessage',
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [Match.stringLikeRegexp('^BookingsQueue'), 'QueueName'] } }],
+      ComparisonOperator: 'GreaterThanThreshold',
+      Threshold: 300,
+    });
+  });
+
+  test('without alarmEmail there is no topic and alarms have no actions', () => {
+    t.messaging.resourceCountIs('AWS::SNS::Topic', 0);
+    for (const alarm of Object.values(resourcesOfType(t.messaging, 'AWS::CloudWatch::Alarm'))) {
+      expect(alarm.Properties.AlarmActions).toBeUndefined();
+    }
+  });
+
+  test('exports the queue URLs', () => {
+    t.messaging.hasOutput('QueueUrl', {});
+    t.messaging.hasOutput('DeadLetterQueueUrl', {});
+  });
+});
+
+describe('data', () => {
+  test('Aurora PostgreSQL 17 Serverless v2, encrypted, with generated credentials', () => {
+    const { properties } = onlyResource(t.data, 'AWS::RDS::DBCluster');
+    expect(properties).toMatchObject({
+      Engine: 'aurora-postgresql',
+      ServerlessV2ScalingConfiguration: { MinCapacity: 0.5, MaxCapacity: 2 },
+      StorageEncrypted: true,
+      BackupRetentionPeriod: 7,
+      DeletionProtection: false,
+    });
+    expect(properties.EngineVersion).toMatch(/^17\./);
+    t.data.hasResourceProperties('AWS::RDS::DBInstance', { DBInstanceClass: 'db.serverless', PubliclyAccessible: false });
+    t.data.hasResourceProperties('AWS::SecretsManager::Secret', {
+      GenerateSecretString: Match.objectLike({ GenerateStringKey: 'password' }),
+    });
+  });
+
+  test('the database lives in the isolated subnets', () => {
+    const { properties } = onlyResource(t.data, 'AWS::RDS::DBSubnetGroup');
+    for (const subnet of properties.SubnetIds) {
+      expect(JSON.stringify(subnet)).toMatch(/dbSubnet/);
+    }
+  });
+
+  test('the data stack opens the database to nobody by itself', () => {
+    const { properties } = onlyResource(t.data, 'AWS::EC2::SecurityGroup');
+    expect(properties.SecurityGroupIngress).toBeUndefined();
+    t.data.resourceCountIs('AWS::EC2::SecurityGroupIngress', 0);
+  });
+
+  test('deletionProtection context turns protection and the final snapshot on', () => {
+    const protectedData = synthTemplates({ deletionProtection: 'true' }).data;
+    protectedData.hasResource('AWS::RDS::DBCluster', {
+      Properties: Match.objectLike({ DeletionProtection: true }),
+      DeletionPolicy: 'Snapshot',
+    });
+  });
+});
+
+describe('services', () => {
+  test('the ALB admits port 80 from the myPublicIP parameter and nothing else', () => {
+    const alb = onlyResource(t.services, 'AWS::ElasticLoadBalancingV2::LoadBalancer');
+    const albSg = alb.properties.SecurityGroups[0]['Fn::GetAtt'][0];
+    const sg = t.services.toJSON().Resources[albSg];
+    expect(sg.Properties.SecurityGroupIngress).toEqual([
+      expect.objectContaining({ CidrIp: { Ref: 'myPublicIP' }, IpProtocol: 'tcp', FromPort: 80, ToPort: 80 }),
+    ]);
+    const extraIngress = Object.values(resourcesOfType(t.services, 'AWS::EC2::SecurityGroupIngress')).filter(
+      (r) => JSON.stringify(r.Properties.GroupId).includes(albSg),
+    );
+    expect(extraIngress).toHaveLength(0);
+  });
+
+  test('no security group in the services stack is open to the world', () => {
+    const inline = Object.values(resourcesOfType(t.services, 'AWS::EC2::SecurityGroup')).flatMap(
+      (r) => r.Properties.SecurityGroupIngress ?? [],
+    );
+    const separate = Object.values(resourcesOfType(t.services, 'AWS::EC2::SecurityGroupIngress')).map((r) => r.Properties);
+    for (const rule of [...inline, ...separate]) {
+      expect(rule.CidrIp).not.toBe('0.0.0.0/0');
+      expect(rule.CidrIpv6).toBeUndefined();
+    }
+  });
+
+  test('myPublicIP accepts an IPv4 CIDR and refuses the world and garbage', () => {
+    const parameter = t.services.toJSON().Parameters.myPublicIP;
+    expect(parameter.Type).toBe('String');
+    const pattern = new RegExp(parameter.AllowedPattern);
+    for (const ok of ['203.0.113.7/32', '198.51.100.0/24', '10.0.0.0/8']) expect(ok).toMatch(pattern);
+    for (const bad of ['0.0.0.0/0', '203.0.113.7', '256.1.1.1/32', '203.0.113.7/33', 'abc', '1.2.3.4/32 ']) {
+      expect(bad).not.toMatch(pattern);
+    }
+  });
+
+  test('booking-service may send to the queue and not receive', () => {
+    const actions = allowedActions(t.services, taskRoleOf(t.services, 'booking-service'));
+    expect(actions).toContain('sqs:SendMessage');
+    for (const forbidden of ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:*']) {
+      expect(actions).not.toContain(forbidden);
+    }
+  });
+
+  test('payment-service may receive and delete and not send', () => {
+    const actions = allowedActions(t.services, taskRoleOf(t.services, 'payment-service'));
+    for (const needed of ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility']) {
+      expect(actions).toContain(needed);
+    }
+    expect(actions).not.toContain('sqs:SendMessage');
+    expect(actions).not.toContain('sqs:*');
+  });
+
+  test('the database admits exactly the two service security groups', () => {
+    const dbIngress = Object.values(resourcesOfType(t.services, 'AWS::EC2::SecurityGroupIngress'))
+      .map((r) => r.Properties)
+      .filter((p) => JSON.stringify(p.GroupId).includes('DatabaseSecurityGroup'));
+    const sources = dbIngress.map((p) => p.SourceSecurityGroupId['Fn::GetAtt'][0]).sort();
+    expect(sources).toEqual(['BookingSecurityGroup', 'PaymentSecurityGroup'].map((s) => expect.stringMatching(`^${s}`)));
+    for (const rule of dbIngress) expect(rule.CidrIp).toBeUndefined();
+  });
+
+  test('both target groups check /health/ready on the service port', () => {
+    for (const port of [8080, 8081]) {
+      t.services.hasResourceProperties('AWS::ElasticLoadBalancingV2::TargetGroup', {
+        Port: port,
+        HealthCheckPath: '/health/ready',
+        TargetType: 'ip',
+      });
+    }
+  });
+
+  test('payment-service is routed only for /api/payments*', () => {
+    const rules = Object.values(resourcesOfType(t.services, 'AWS::ElasticLoadBalancingV2::ListenerRule'));
+    expect(rules).toHaveLength(1);
+    const rule = rules[0].Properties;
+    expect(rule.Conditions).toEqual([
+      { Field: 'path-pattern', PathPatternConfig: { Values: ['/api/payments', '/api/payments/*'] } },
+    ]);
+    const paymentGroup = onlyResource(t.services, 'AWS::ElasticLoadBalancingV2::TargetGroup', (p) => p.Port === 8081);
+    expect(rule.Actions).toEqual([{ Type: 'forward', TargetGroupArn: { Ref: paymentGroup.logicalId } }]);
+    // The listener's default goes to booking-service.
+    const bookingGroup = onlyResource(t.services, 'AWS::ElasticLoadBalancingV2::TargetGroup', (p) => p.Port === 8080);
+    t.services.hasResourceProperties('AWS::ElasticLoadBalancingV2::Listener', {
+      Port: 80,
+      DefaultActions: [{ Type: 'forward', TargetGroupArn: { Ref: bookingGroup.logicalId } }],
+    });
+  });
+
+  test('tasks run on ARM64 Fargate in private subnets without public IPs', () => {
+    const taskDefinitions = Object.values(resourcesOfType(t.services, 'AWS::ECS::TaskDefinition'));
+    expect(taskDefinitions).toHaveLength(2);
+    for (const td of taskDefinitions) {
+      expect(td.Properties.RuntimePlatform).toEqual({ CpuArchitecture: 'ARM64', OperatingSystemFamily: 'LINUX' });
+      expect(td.Properties.RequiresCompatibilities).toEqual(['FARGATE']);
+    }
+    for (const service of Object.values(resourcesOfType(t.services, 'AWS::ECS::Service'))) {
+      expect(service.Properties.NetworkConfiguration.AwsvpcConfiguration.AssignPublicIp).toBe('DISABLED');
+    }
+  });
+
+  test('containers get the contract: database name, queue URL, JSON logs, EMF for booking-service', () => {
+    const booking = containerOf(t.services, 'booking-service');
+    expect(envOf(booking)).toMatchObject({
+      BIND_ADDR: '0.0.0.0:8080',
+      LOG_FORMAT: 'json',
+      PGDATABASE: 'booking',
+      RELAY_ENABLED: 'true',
+      EMF_NAMESPACE: 'TransactionalOutbox',
+      SQS_QUEUE_URL: { 'Fn::ImportValue': expect.stringContaining('BookingsQueue') },
+    });
+    expect(booking.PortMappings).toEqual([expect.objectContaining({ ContainerPort: 8080 })]);
+
+    const payment = containerOf(t.services, 'payment-service');
+    expect(envOf(payment)).toMatchObject({ BIND_ADDR: '0.0.0.0:8081', LOG_FORMAT: 'json', PGDATABASE: 'payment' });
+    expect(envOf(payment).EMF_NAMESPACE).toBeUndefined();
+
+    for (const container of [booking, payment]) {
+      expect(container.Secrets.map((s: any) => s.Name).sort()).toEqual(['PGHOST', 'PGPASSWORD', 'PGPORT', 'PGUSER']);
+      const keys = Object.fromEntries(
+        container.Secrets.map((s: any) => [s.Name, JSON.stringify(s.ValueFrom).match(/:(\w+)::"/)![1]]),
+      );
+      expect(keys).toEqual({ PGHOST: 'host', PGPORT: 'port', PGUSER: 'username', PGPASSWORD: 'password' });
+      expect(container.LogConfiguration.LogDriver).toBe('awslogs');
+      // No credentials in plain environment variables.
+      expect(Object.keys(envOf(container))).not.toContain('PGPASSWORD');
+      expect(Object.keys(envOf(container))).not.toContain('DATABASE_URL');
+    }
+  });
+
+  test('booking-service scales on CPU between 2 and 4 tasks', () => {
+    t.services.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', {
+      MinCapacity: 2,
+      MaxCapacity: 4,
+      ScalableDimension: 'ecs:service:DesiredCount',
+    });
+    t.services.hasResourceProperties('AWS::ApplicationAutoScaling::ScalingPolicy', {
+      PolicyType: 'TargetTrackingScaling',
+      TargetTrackingScalingPolicyConfiguration: Match.objectLike({
+        PredefinedMetricSpecification: { PredefinedMetricType: 'ECSServiceAverageCPUUtilization' },
+      }),
+    });
+  });
+
+  test('Container Insights is on', () => {
+    t.services.hasResourceProperties('AWS::ECS::Cluster', {
+      ClusterSettings: [{ Name: 'containerInsights', Value: 'enabled' }],
+    });
+  });
+
+  test('alarms when the outbox backlog ages, from the EMF metric of booking-service', () => {
+    t.services.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'TransactionalOutbox',
+      MetricName: 'OutboxOldestPendingAgeSeconds',
+      Dimensions: [{ Name: 'ServiceName', Value: 'booking-service' }],
+      ComparisonOperator: 'GreaterThanThreshold',
+      Threshold: 60,
+      TreatMissingData: 'breaching',
+    });
+  });
+
+  test('outputs what a person and the block script need', () => {
+    for (const output of ['LoadBalancerUrl', 'SwaggerUiUrl', 'PaymentsApiUrl', 'BookingTaskRoleArn']) {
+      t.services.hasOutput(output, {});
+    }
+    t.services.hasOutput('SwaggerUiUrl', {
+      Value: { 'Fn::Join': ['', ['http://', Match.anyValue(), '/swagger-ui/index.html']] },
+    });
+  });
+
+  test('cpuArchitecture=x86_64 switches the task platform', () => {
+    const x86 = synthTemplates({ cpuArchitecture: 'x86_64' }).services;
+    for (const td of Object.values(resourcesOfType(x86, 'AWS::ECS::TaskDefinition'))) {
+      expect(td.Properties.RuntimePlatform.CpuArchitecture).toBe('X86_64');
+    }
+  });
+});
+
+describe('network', () => {
+  test('two AZs, three tiers, one NAT gateway by default, flow logs on', () => {
+    t.network.resourceCountIs('AWS::EC2::Subnet', 6);
+    t.network.resourceCountIs('AWS::EC2::NatGateway', 1);
+    t.network.hasResourceProperties('AWS::EC2::FlowLog', { ResourceType: 'VPC', TrafficType: 'ALL' });
+  });
+
+  test('natGateways context sets the NAT gateway count', () => {
+    synthTemplates({ natGateways: 2 }).network.resourceCountIs('AWS::EC2::NatGateway', 2);
+    expect(() => synthTemplates({ natGateways: 0 })).toThrow(/natGateways must be 1 or 2/);
+  });
+});
+
+describe('alarm topic', () => {
+  test('alarmEmail adds an encrypted, TLS-only topic that every alarm notifies', () => {
+    const withTopic = synthTemplates({ alarmEmail: 'ops@example.com' });
+    const topic = onlyResource(withTopic.messaging, 'AWS::SNS::Topic');
+    expect(topic.properties.KmsMasterKeyId).toBeDefined();
+    withTopic.messaging.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com' });
+    withTopic.messaging.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
+    for (const template of [withTopic.messaging, withTopic.services]) {
+      const alarms = Object.values(resourcesOfType(template, 'AWS::CloudWatch::Alarm'));
+      expect(alarms.length).toBeGreaterThan(0);
+      for (const alarm of alarms) {
+        expect(alarm.Properties.AlarmActions).toHaveLength(1);
+        expect(alarm.Properties.OKActions).toHaveLength(1);
+      }
+    }
+  });
+});
