@@ -58,6 +58,8 @@ export class DataStack extends Stack {
       vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
       securityGroups: [securityGroup],
       storageEncrypted: true,
+      // Refuse unencrypted connections; the tasks connect with PGSSLMODE=require.
+      parameters: { 'rds.force_ssl': '1' },
       iamAuthentication: true,
       backup: { retention: Duration.days(7), preferredWindow: '03:00-04:00' },
       preferredMaintenanceWindow: 'sun:04:30-sun:05:30',

@@ -116,6 +116,9 @@ export class ServicesStack extends Stack {
           RUST_LOG: 'info',
           RUN_MIGRATIONS: 'true',
           PGDATABASE: spec.database,
+          // The cluster refuses unencrypted connections (rds.force_ssl). `require` encrypts
+          // without checking the CA; verify-full would need the RDS CA bundle in the image.
+          PGSSLMODE: 'require',
           SQS_QUEUE_URL: props.queue.queueUrl,
           ...spec.environment,
         },

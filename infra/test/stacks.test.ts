@@ -108,6 +108,13 @@ describe('data', () => {
     });
   });
 
+  test('the cluster refuses connections without TLS', () => {
+    const { properties } = onlyResource(t.data, 'AWS::RDS::DBCluster');
+    const group = t.data.toJSON().Resources[properties.DBClusterParameterGroupName.Ref];
+    expect(group.Type).toBe('AWS::RDS::DBClusterParameterGroup');
+    expect(group.Properties).toMatchObject({ Family: 'aurora-postgresql17', Parameters: { 'rds.force_ssl': '1' } });
+  });
+
   test('the database lives in the isolated subnets', () => {
     const { properties } = onlyResource(t.data, 'AWS::RDS::DBSubnetGroup');
     for (const subnet of properties.SubnetIds) {
@@ -236,6 +243,7 @@ describe('services', () => {
       BIND_ADDR: '0.0.0.0:8080',
       LOG_FORMAT: 'json',
       PGDATABASE: 'booking',
+      PGSSLMODE: 'require',
       RELAY_ENABLED: 'true',
       EMF_NAMESPACE: 'TransactionalOutbox',
       SQS_QUEUE_URL: { 'Fn::ImportValue': expect.stringContaining('BookingsQueue') },
