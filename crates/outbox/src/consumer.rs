@@ -1,1 +1,406 @@
-//! SQS consumer loop (payment-service); see issue 4.
+//! The SQS consumer loop: long polling, per-group ordering, visibility
+//! extension and batched deletes. What a message *means* is the [`Handler`]'s
+//! business; it records its effect and the event id ([`crate::inbox`]) in one
+//! transaction, so the loop can be at-least-once and the effect exactly-once.
+//!
+//! A message is deleted only after its handler finished (processed, or found to
+//! be a duplicate). A transient failure leaves it to come back after the
+//! visibility timeout; a poison message is made visible again at once so the
+//! queue's redrive policy moves it to the DLQ after `maxReceiveCount` receives.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName,
+};
+use clap::Args;
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ConsumerMetrics;
+use crate::sqs::{Queue, SendError};
+
+/// Consumer settings.
+#[derive(Debug, Clone, Args)]
+pub struct ConsumerArgs {
+    /// Receive loops running at once (each handles up to CONSUMER_MAX_MESSAGES).
+    #[arg(long, env = "CONSUMER_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub consumer_concurrency: u16,
+    /// Messages per receive (1–10).
+    #[arg(long, env = "CONSUMER_MAX_MESSAGES", default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=10))]
+    pub consumer_max_messages: i32,
+    /// Long-polling wait per receive (0–20 s).
+    #[arg(long, env = "CONSUMER_WAIT_TIME", default_value = "20s", value_parser = parse_wait)]
+    pub consumer_wait_time: Duration,
+    /// Visibility timeout asked for on receive; extended while a message is handled.
+    #[arg(long, env = "CONSUMER_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = parse_visibility)]
+    pub consumer_visibility_timeout: Duration,
+}
+
+fn parse_wait(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if d > Duration::from_secs(20) {
+        return Err("must be at most 20s (the SQS long-polling limit)".into());
+    }
+    Ok(d)
+}
+
+fn parse_visibility(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(12 * 3600) {
+        return Err("must be between 1s and 12h".into());
+    }
+    Ok(d)
+}
+
+impl ConsumerArgs {
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            consumer: ConsumerArgs,
+        }
+        <Only as clap::Parser>::parse_from(["consumer"]).consumer
+    }
+}
+
+/// A received message, as handlers see it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub message_id: String,
+    pub body: String,
+    /// FIFO message group; `None` on a standard queue.
+    pub group_id: Option<String>,
+    pub receive_count: u32,
+    /// W3C trace context of the request that produced the event.
+    pub traceparent: Option<String>,
+    receipt_handle: String,
+}
+
+impl Received {
+    fn from_sqs(message: Message) -> Option<Self> {
+        let system = message.attributes.unwrap_or_default();
+        let attribute = |name: &MessageSystemAttributeName| system.get(name).cloned();
+        Some(Self {
+            message_id: message.message_id?,
+            receipt_handle: message.receipt_handle?,
+            body: message.body.unwrap_or_default(),
+            group_id: attribute(&MessageSystemAttributeName::MessageGroupId),
+            receive_count: attribute(&MessageSystemAttributeName::ApproximateReceiveCount)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1),
+            traceparent: message
+                .message_attributes
+                .as_ref()
+                .and_then(|a| a.get("traceparent"))
+                .and_then(|v| v.string_value.clone()),
+        })
+    }
+}
+
+/// What a handler did with a message; either way it is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Processed,
+    Duplicate,
+}
+
+/// Why a handler did not finish a message.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// It can never be processed (malformed, unknown type or version): left for
+    /// the redrive policy to move to the DLQ.
+    #[error("poison message ({reason}): {detail}")]
+    Poison { reason: &'static str, detail: String },
+    /// It may work later (database down): left to come back after the visibility timeout.
+    #[error("transient failure: {0:#}")]
+    Transient(#[from] anyhow::Error),
+}
+
+/// The business side of consuming.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, message: &Received) -> impl Future<Output = Result<Handled, HandleError>> + Send;
+}
+
+/// What one [`Consumer::run_once`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    pub received: usize,
+    pub processed: usize,
+    pub duplicates: usize,
+    pub failed: usize,
+}
+
+pub struct Consumer<H> {
+    queue: Queue,
+    handler: Arc<H>,
+    args: ConsumerArgs,
+    metrics: ConsumerMetrics,
+}
+
+impl<H: Handler> Consumer<H> {
+    pub fn new(queue: Queue, handler: H, args: ConsumerArgs, metrics: ConsumerMetrics) -> Self {
+        Self { queue, handler: Arc::new(handler), args, metrics }
+    }
+
+    /// Receives one batch (long polling) and handles it; stops waiting for
+    /// messages, but never abandons one it received, when `shutdown` fires.
+    pub async fn run_once(&self, shutdown: &CancellationToken) -> Result<Report, SendError> {
+        let url = self.queue.url().await?;
+        let receive = self
+            .queue
+            .client()
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(self.args.consumer_max_messages)
+            .wait_time_seconds(self.args.consumer_wait_time.as_secs() as i32)
+            .visibility_timeout(self.args.consumer_visibility_timeout.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send();
+        let output = tokio::select! {
+            () = shutdown.cancelled() => return Ok(Report::default()),
+            output = receive => output,
+        };
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => {
+                let e = SendError::from_sdk(e);
+                if e.reason == crate::sqs::FailureReason::QueueDoesNotExist {
+                    self.queue.invalidate().await;
+                }
+                return Err(e);
+            }
+        };
+        let messages: Vec<Received> = output.messages.unwrap_or_default().into_iter().filter_map(Received::from_sqs).collect();
+        if messages.is_empty() {
+            return Ok(Report::default());
+        }
+        Ok(self.process(&url, messages).await)
+    }
+
+    async fn process(&self, url: &str, messages: Vec<Received>) -> Report {
+        let mut report = Report { received: messages.len(), ..Report::default() };
+        self.metrics.received.inc_by(messages.len() as u64);
+
+        // Messages of one FIFO group are handled one after the other, in order;
+        // groups (and standard-queue messages) run concurrently.
+        let mut groups: Vec<Vec<Received>> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for message in messages {
+            match message.group_id.clone() {
+                Some(group) => match index.get(&group) {
+                    Some(&i) => groups[i].push(message),
+                    None => {
+                        index.insert(group, groups.len());
+                        groups.push(vec![message]);
+                    }
+                },
+                None => groups.push(vec![message]),
+            }
+        }
+
+        let unfinished: Arc<Mutex<HashSet<String>>> =
+            Arc::new(Mutex::new(groups.iter().flatten().map(|m| m.receipt_handle.clone()).collect()));
+        let heartbeat = tokio::spawn(extend_visibility(
+            self.queue.clone(),
+            url.to_owned(),
+            Arc::clone(&unfinished),
+            self.args.consumer_visibility_timeout,
+        ));
+
+        let results = join_all(groups.iter().map(|group| self.handle_group(group, &unfinished))).await;
+        heartbeat.abort();
+
+        let mut done = Vec::new();
+        let mut release = Vec::new();
+        for outcomes in results {
+            for (message, outcome) in outcomes {
+                match outcome {
+                    Outcome::Done(Handled::Processed) => {
+                        report.processed += 1;
+                        done.push(message);
+                    }
+                    Outcome::Done(Handled::Duplicate) => {
+                        report.duplicates += 1;
+                        done.push(message);
+                    }
+                    Outcome::Poison => {
+                        report.failed += 1;
+                        release.push(message);
+                    }
+                    Outcome::Transient => report.failed += 1,
+                    // Behind a failed message of its group: back in the queue, in order.
+                    Outcome::Skipped => release.push(message),
+                }
+            }
+        }
+        self.delete(url, &done).await;
+        self.make_visible(url, &release).await;
+        report
+    }
+
+    async fn handle_group<'a>(
+        &self,
+        group: &'a [Received],
+        unfinished: &Mutex<HashSet<String>>,
+    ) -> Vec<(&'a Received, Outcome)> {
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut blocked = false;
+        for message in group {
+            if blocked {
+                outcomes.push((message, Outcome::Skipped));
+                continue;
+            }
+            let started = Instant::now();
+            let span = tracing::info_span!("message", message_id = %message.message_id,
+                traceparent = message.traceparent.as_deref().unwrap_or(""), receive_count = message.receive_count);
+            let result = tracing::Instrument::instrument(self.handler.handle(message), span).await;
+            self.metrics.handling_latency.observe(started.elapsed().as_secs_f64());
+            unfinished.lock().expect("not poisoned").remove(&message.receipt_handle);
+            let outcome = match result {
+                Ok(handled) => {
+                    match handled {
+                        Handled::Processed => self.metrics.processed.inc(),
+                        Handled::Duplicate => self.metrics.duplicates.inc(),
+                    };
+                    Outcome::Done(handled)
+                }
+                Err(HandleError::Poison { reason, detail }) => {
+                    self.metrics.failure(reason);
+                    tracing::error!(message_id = %message.message_id, receive_count = message.receive_count, reason, %detail,
+                        "poison message left for the redrive policy (DLQ)");
+                    blocked = true;
+                    Outcome::Poison
+                }
+                Err(HandleError::Transient(e)) => {
+                    self.metrics.failure("transient");
+                    tracing::warn!(message_id = %message.message_id, error = %format!("{e:#}"),
+                        "message not processed; it comes back after the visibility timeout");
+                    blocked = true;
+                    Outcome::Transient
+                }
+            };
+            outcomes.push((message, outcome));
+        }
+        outcomes
+    }
+
+    async fn delete(&self, url: &str, messages: &[&Received]) {
+        for chunk in messages.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(&m.receipt_handle)
+                        .build()
+                        .expect("id and handle are set")
+                })
+                .collect();
+            let result =
+                self.queue.client().delete_message_batch().queue_url(url).set_entries(Some(entries)).send().await;
+            match result {
+                Ok(output) if output.failed().is_empty() => {}
+                // Not fatal: the message comes back and the inbox recognises it.
+                Ok(output) => tracing::warn!(failed = output.failed().len(), "some deletes failed; those messages will be skipped as duplicates"),
+                Err(e) => tracing::warn!(error = %SendError::from_sdk(e), "delete failed; the messages will be skipped as duplicates"),
+            }
+        }
+    }
+
+    async fn make_visible(&self, url: &str, messages: &[&Received]) {
+        let handles: Vec<String> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
+        change_visibility(&self.queue, url, &handles, 0).await;
+    }
+
+    /// Runs `CONSUMER_CONCURRENCY` receive loops until `shutdown`; in-flight
+    /// messages are finished and deleted before it returns.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let loops: Vec<_> = (0..self.args.consumer_concurrency)
+            .map(|_| {
+                let consumer = Arc::clone(&self);
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { consumer.receive_loop(shutdown).await })
+            })
+            .collect();
+        tracing::info!(loops = loops.len(), "consumer started");
+        for l in loops {
+            let _ = l.await;
+        }
+        tracing::info!("consumer stopped");
+    }
+
+    async fn receive_loop(&self, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            match self.run_once(&shutdown).await {
+                Ok(_) => {
+                    if failures > 0 {
+                        tracing::info!("queue reachable again");
+                    }
+                    failures = 0;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures % 30 == 0 {
+                        tracing::warn!(error = %e, failures, "cannot receive from the queue; retrying");
+                    }
+                    let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Done(Handled),
+    Poison,
+    Transient,
+    Skipped,
+}
+
+/// While handlers work, pushes the visibility timeout of unfinished messages
+/// forward every half timeout, so a slow handler does not see its message
+/// handed to a second consumer.
+async fn extend_visibility(queue: Queue, url: String, unfinished: Arc<Mutex<HashSet<String>>>, timeout: Duration) {
+    let every = (timeout / 2).max(Duration::from_millis(500));
+    loop {
+        tokio::time::sleep(every).await;
+        let handles: Vec<String> = unfinished.lock().expect("not poisoned").iter().cloned().collect();
+        if handles.is_empty() {
+            return;
+        }
+        tracing::debug!(messages = handles.len(), "extending visibility of slow messages");
+        change_visibility(&queue, &url, &handles, timeout.as_secs() as i32).await;
+    }
+}
+
+async fn change_visibility(queue: &Queue, url: &str, handles: &[String], seconds: i32) {
+    for chunk in handles.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(h)
+                    .visibility_timeout(seconds)
+                    .build()
+                    .expect("id and handle are set")
+            })
+            .collect();
+        if let Err(e) =
+            queue.client().change_message_visibility_batch().queue_url(url).set_entries(Some(entries)).send().await
+        {
+            tracing::warn!(error = %SendError::from_sdk(e), "failed to change message visibility");
+        }
+    }
+}

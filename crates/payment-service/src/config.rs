@@ -1,0 +1,35 @@
+//! payment-service settings, all from environment variables (or the matching
+//! flags). `payment-service --help` lists them with their defaults.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use outbox::consumer::ConsumerArgs;
+use outbox::sqs::QueueArgs;
+use service_kit::config::{DatabaseArgs, LogArgs};
+
+/// The name of this service's database when only the PG* parts are given.
+pub const DEFAULT_DATABASE: &str = "payment";
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "payment-service", version, about = "Consumes FlightBooked events from SQS and records each payment exactly once")]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0:8081")]
+    pub bind_addr: SocketAddr,
+    /// Fares above this many minor units are declined (the demo's deterministic rule).
+    #[arg(long, env = "PAYMENT_DECLINE_ABOVE", default_value_t = 500_000,
+          value_parser = clap::value_parser!(i64).range(0..))]
+    pub payment_decline_above: i64,
+    /// Consume the queue in this process (off: API only).
+    #[arg(long, env = "CONSUMER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub consumer_enabled: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+}

@@ -1,0 +1,77 @@
+//! Wiring: database, consumer, HTTP server, and their shutdown.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use outbox::consumer::Consumer;
+use outbox::metrics::ConsumerMetrics;
+use outbox::sqs::Queue;
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, DEFAULT_DATABASE};
+use crate::handler::PaymentHandler;
+
+/// Migrations of `migrations/payment`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/payment");
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    pool: PgPool,
+    consumer: Option<Arc<Consumer<PaymentHandler>>>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let options = config.database.connect_options(DEFAULT_DATABASE)?;
+        let queue = if config.consumer_enabled {
+            Some(Queue::new(outbox::sqs::client().await, &config.queue)?)
+        } else {
+            None
+        };
+        let pool = service_kit::db::connect(&config.database, options, &MIGRATOR).await?;
+
+        let metrics = ConsumerMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let consumer = queue.map(|queue| {
+            let handler = PaymentHandler::new(pool.clone(), config.payment_decline_above);
+            Arc::new(Consumer::new(queue, handler, config.consumer.clone(), metrics))
+        });
+        let router = api::router(AppState { pool: pool.clone(), registry: Arc::new(registry) });
+        let listener = TcpListener::bind(config.bind_addr)
+            .await
+            .with_context(|| format!("Failed to bind BIND_ADDR {}", config.bind_addr))?;
+        Ok(Self { listener, router, pool, consumer })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown`: the consumer stops receiving, finishes and
+    /// deletes what it holds; in-flight requests finish.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.listener.local_addr()?, "payment-service listening");
+        let consumer = self.consumer.map(|c| tokio::spawn(c.run(shutdown.clone())));
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("HTTP server failed");
+        shutdown.cancel();
+        if let Some(consumer) = consumer {
+            let _ = consumer.await;
+        }
+        self.pool.close().await;
+        tracing::info!("payment-service stopped");
+        server
+    }
+}
