@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageSystemAttributeName,
 };
 use clap::Args;
 use futures::future::join_all;
@@ -113,7 +114,10 @@ pub enum HandleError {
     /// It can never be processed (malformed, unknown type or version): left for
     /// the redrive policy to move to the DLQ.
     #[error("poison message ({reason}): {detail}")]
-    Poison { reason: &'static str, detail: String },
+    Poison {
+        reason: &'static str,
+        detail: String,
+    },
     /// It may work later (database down): left to come back after the visibility timeout.
     #[error("transient failure: {0:#}")]
     Transient(#[from] anyhow::Error),
@@ -121,7 +125,10 @@ pub enum HandleError {
 
 /// The business side of consuming.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, message: &Received) -> impl Future<Output = Result<Handled, HandleError>> + Send;
+    fn handle(
+        &self,
+        message: &Received,
+    ) -> impl Future<Output = Result<Handled, HandleError>> + Send;
 }
 
 /// What one [`Consumer::run_once`] did.
@@ -142,7 +149,12 @@ pub struct Consumer<H> {
 
 impl<H: Handler> Consumer<H> {
     pub fn new(queue: Queue, handler: H, args: ConsumerArgs, metrics: ConsumerMetrics) -> Self {
-        Self { queue, handler: Arc::new(handler), args, metrics }
+        Self {
+            queue,
+            handler: Arc::new(handler),
+            args,
+            metrics,
+        }
     }
 
     /// Receives one batch (long polling) and handles it; stops waiting for
@@ -174,7 +186,12 @@ impl<H: Handler> Consumer<H> {
                 return Err(e);
             }
         };
-        let messages: Vec<Received> = output.messages.unwrap_or_default().into_iter().filter_map(Received::from_sqs).collect();
+        let messages: Vec<Received> = output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Received::from_sqs)
+            .collect();
         if messages.is_empty() {
             return Ok(Report::default());
         }
@@ -182,7 +199,10 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn process(&self, url: &str, messages: Vec<Received>) -> Report {
-        let mut report = Report { received: messages.len(), ..Report::default() };
+        let mut report = Report {
+            received: messages.len(),
+            ..Report::default()
+        };
         self.metrics.received.inc_by(messages.len() as u64);
 
         // Messages of one FIFO group are handled one after the other, in order;
@@ -202,8 +222,13 @@ impl<H: Handler> Consumer<H> {
             }
         }
 
-        let unfinished: Arc<Mutex<HashSet<String>>> =
-            Arc::new(Mutex::new(groups.iter().flatten().map(|m| m.receipt_handle.clone()).collect()));
+        let unfinished: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(
+            groups
+                .iter()
+                .flatten()
+                .map(|m| m.receipt_handle.clone())
+                .collect(),
+        ));
         let heartbeat = tokio::spawn(extend_visibility(
             self.queue.clone(),
             url.to_owned(),
@@ -211,7 +236,12 @@ impl<H: Handler> Consumer<H> {
             self.args.consumer_visibility_timeout,
         ));
 
-        let results = join_all(groups.iter().map(|group| self.handle_group(group, &unfinished))).await;
+        let results = join_all(
+            groups
+                .iter()
+                .map(|group| self.handle_group(group, &unfinished)),
+        )
+        .await;
         heartbeat.abort();
 
         let mut done = Vec::new();
@@ -258,8 +288,13 @@ impl<H: Handler> Consumer<H> {
             let span = tracing::info_span!("message", message_id = %message.message_id,
                 traceparent = message.traceparent.as_deref().unwrap_or(""), receive_count = message.receive_count);
             let result = tracing::Instrument::instrument(self.handler.handle(message), span).await;
-            self.metrics.handling_latency.observe(started.elapsed().as_secs_f64());
-            unfinished.lock().expect("not poisoned").remove(&message.receipt_handle);
+            self.metrics
+                .handling_latency
+                .observe(started.elapsed().as_secs_f64());
+            unfinished
+                .lock()
+                .expect("not poisoned")
+                .remove(&message.receipt_handle);
             let outcome = match result {
                 Ok(handled) => {
                     match handled {
@@ -301,13 +336,24 @@ impl<H: Handler> Consumer<H> {
                         .expect("id and handle are set")
                 })
                 .collect();
-            let result =
-                self.queue.client().delete_message_batch().queue_url(url).set_entries(Some(entries)).send().await;
+            let result = self
+                .queue
+                .client()
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
             match result {
                 Ok(output) if output.failed().is_empty() => {}
                 // Not fatal: the message comes back and the inbox recognises it.
-                Ok(output) => tracing::warn!(failed = output.failed().len(), "some deletes failed; those messages will be skipped as duplicates"),
-                Err(e) => tracing::warn!(error = %SendError::from_sdk(e), "delete failed; the messages will be skipped as duplicates"),
+                Ok(output) => tracing::warn!(
+                    failed = output.failed().len(),
+                    "some deletes failed; those messages will be skipped as duplicates"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %SendError::from_sdk(e), "delete failed; the messages will be skipped as duplicates")
+                }
             }
         }
     }
@@ -370,15 +416,28 @@ enum Outcome {
 /// While handlers work, pushes the visibility timeout of unfinished messages
 /// forward every half timeout, so a slow handler does not see its message
 /// handed to a second consumer.
-async fn extend_visibility(queue: Queue, url: String, unfinished: Arc<Mutex<HashSet<String>>>, timeout: Duration) {
+async fn extend_visibility(
+    queue: Queue,
+    url: String,
+    unfinished: Arc<Mutex<HashSet<String>>>,
+    timeout: Duration,
+) {
     let every = (timeout / 2).max(Duration::from_millis(500));
     loop {
         tokio::time::sleep(every).await;
-        let handles: Vec<String> = unfinished.lock().expect("not poisoned").iter().cloned().collect();
+        let handles: Vec<String> = unfinished
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .cloned()
+            .collect();
         if handles.is_empty() {
             return;
         }
-        tracing::debug!(messages = handles.len(), "extending visibility of slow messages");
+        tracing::debug!(
+            messages = handles.len(),
+            "extending visibility of slow messages"
+        );
         change_visibility(&queue, &url, &handles, timeout.as_secs() as i32).await;
     }
 }
@@ -397,8 +456,13 @@ async fn change_visibility(queue: &Queue, url: &str, handles: &[String], seconds
                     .expect("id and handle are set")
             })
             .collect();
-        if let Err(e) =
-            queue.client().change_message_visibility_batch().queue_url(url).set_entries(Some(entries)).send().await
+        if let Err(e) = queue
+            .client()
+            .change_message_visibility_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
         {
             tracing::warn!(error = %SendError::from_sdk(e), "failed to change message visibility");
         }

@@ -113,7 +113,9 @@ pub async fn list_payments(State(pool): State<PgPool>, Query(query): Query<PageQ
     };
     match payments::list(&pool, before, limit).await {
         Ok(items) => {
-            let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|p| p.id.to_string())).flatten();
+            let next_cursor = (items.len() as i64 == limit)
+                .then(|| items.last().map(|p| p.id.to_string()))
+                .flatten();
             Json(PaymentPage { items, next_cursor }).into_response()
         }
         Err(e) => internal(e),
@@ -134,7 +136,9 @@ pub async fn get_payment(State(pool): State<PgPool>, Path(flight_id): Path<Strin
     };
     match payments::find_by_flight(&pool, flight_id).await {
         Ok(Some(payment)) => Json(payment).into_response(),
-        Ok(None) => Problem::not_found(format!("No payment for flight {flight_id} (yet)")).into_response(),
+        Ok(None) => {
+            Problem::not_found(format!("No payment for flight {flight_id} (yet)")).into_response()
+        }
         Err(e) => internal(e),
     }
 }

@@ -12,7 +12,11 @@ use service_kit::config::{DatabaseArgs, LogArgs};
 pub const DEFAULT_DATABASE: &str = "payment";
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "payment-service", version, about = "Consumes FlightBooked events from SQS and records each payment exactly once")]
+#[command(
+    name = "payment-service",
+    version,
+    about = "Consumes FlightBooked events from SQS and records each payment exactly once"
+)]
 pub struct Config {
     /// Address the HTTP server listens on.
     #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0:8081")]

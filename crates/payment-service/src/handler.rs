@@ -15,12 +15,18 @@ pub struct PaymentHandler {
 
 impl PaymentHandler {
     pub fn new(pool: PgPool, decline_above: i64) -> Self {
-        Self { pool, decline_above }
+        Self {
+            pool,
+            decline_above,
+        }
     }
 }
 
 fn poison(e: outbox::envelope::ContractError) -> HandleError {
-    HandleError::Poison { reason: e.reason(), detail: e.to_string() }
+    HandleError::Poison {
+        reason: e.reason(),
+        detail: e.to_string(),
+    }
 }
 
 impl Handler for PaymentHandler {
@@ -29,15 +35,27 @@ impl Handler for PaymentHandler {
         let event: FlightBookedV1 = envelope.decode().map_err(poison)?;
 
         let mut tx = self.pool.begin().await.map_err(anyhow::Error::from)?;
-        let first_time =
-            outbox::inbox::record(&mut tx, envelope.event_id, &envelope.event_type, Some(&message.message_id)).await?;
+        let first_time = outbox::inbox::record(
+            &mut tx,
+            envelope.event_id,
+            &envelope.event_type,
+            Some(&message.message_id),
+        )
+        .await?;
         if !first_time {
             tx.rollback().await.map_err(anyhow::Error::from)?;
             tracing::info!(event_id = %envelope.event_id, flight_id = %event.flight_id, "duplicate delivery skipped");
             return Ok(Handled::Duplicate);
         }
         let (outcome, reason) = payments::decide(&event, self.decline_above);
-        let recorded = payments::record(&mut tx, envelope.event_id, &event, outcome, reason.as_deref()).await?;
+        let recorded = payments::record(
+            &mut tx,
+            envelope.event_id,
+            &event,
+            outcome,
+            reason.as_deref(),
+        )
+        .await?;
         tx.commit().await.map_err(anyhow::Error::from)?;
         if !recorded {
             tracing::warn!(event_id = %envelope.event_id, flight_id = %event.flight_id,

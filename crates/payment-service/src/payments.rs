@@ -29,7 +29,13 @@ impl Outcome {
 /// above `decline_above` minor units is declined, any other is approved.
 pub fn decide(event: &FlightBookedV1, decline_above: i64) -> (Outcome, Option<String>) {
     if event.fare.amount > decline_above {
-        (Outcome::Declined, Some(format!("fare {} {} is above the limit of {decline_above}", event.fare.amount, event.fare.currency)))
+        (
+            Outcome::Declined,
+            Some(format!(
+                "fare {} {} is above the limit of {decline_above}",
+                event.fare.amount, event.fare.currency
+            )),
+        )
     } else {
         (Outcome::Approved, None)
     }
@@ -76,7 +82,11 @@ impl From<PaymentRow> for Payment {
             event_id: r.event_id,
             amount: r.amount,
             currency: r.currency,
-            outcome: if r.outcome == "DECLINED" { Outcome::Declined } else { Outcome::Approved },
+            outcome: if r.outcome == "DECLINED" {
+                Outcome::Declined
+            } else {
+                Outcome::Approved
+            },
             reason: r.reason,
             booked_at: r.booked_at,
             processed_at: r.processed_at,

@@ -40,17 +40,33 @@ impl Application {
         metrics.register(&mut registry);
         let consumer = queue.map(|queue| {
             let handler = PaymentHandler::new(pool.clone(), config.payment_decline_above);
-            Arc::new(Consumer::new(queue, handler, config.consumer.clone(), metrics))
+            Arc::new(Consumer::new(
+                queue,
+                handler,
+                config.consumer.clone(),
+                metrics,
+            ))
         });
-        let router = api::router(AppState { pool: pool.clone(), registry: Arc::new(registry) });
+        let router = api::router(AppState {
+            pool: pool.clone(),
+            registry: Arc::new(registry),
+        });
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .with_context(|| format!("Failed to bind BIND_ADDR {}", config.bind_addr))?;
-        Ok(Self { listener, router, pool, consumer })
+        Ok(Self {
+            listener,
+            router,
+            pool,
+            consumer,
+        })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -1,0 +1,410 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_booking_made_over_http_is_paid() {
+    let (queue, _dlq) = queue_with_dlq(5, 30).await;
+    let booking_db = new_database_url();
+    let booking = booking_service::startup::Application::build(
+        booking_service::config::Config::parse_from([
+            "booking-service",
+            "--bind-addr=127.0.0.1:0",
+            &format!("--database-url={booking_db}"),
+            &format!("--sqs-queue-url={queue}"),
+        ]),
+    )
+    .await
+    .unwrap();
+    let booking_address = format!("http://127.0.0.1:{}", booking.port());
+    let stop_booking = tokio_util::sync::CancellationToken::new();
+    let booking = tokio::spawn(booking.run(stop_booking.clone()));
+    let payments = spawn_app(&new_database_url(), &queue, &[]).await;
+
+    let response = payments
+        .client
+        .post(format!("{booking_address}/api/flights"))
+        .json(&json!({
+            "departureAirport": "Paris", "arrivalAirport": "London",
+            "departureDateTime": "2023-09-01T08:00:00.000Z", "arrivalDateTime": "2023-09-01T08:15:00.000Z",
+            "fare": {"amount": 12900, "currency": "EUR"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let flight: Value = response.json().await.unwrap();
+    let flight_id: Uuid = flight["id"].as_str().unwrap().parse().unwrap();
+
+    let payment = eventually(Duration::from_secs(15), "the payment appears", || {
+        payment_of(&payments, flight_id)
+    })
+    .await;
+    assert_eq!(payment["amount"], 12900);
+    assert_eq!(payment["currency"], "EUR");
+    assert_eq!(payment["outcome"], "APPROVED");
+    let list: Value = payments.get("/api/payments").await.json().await.unwrap();
+    assert_eq!(list["items"][0]["flightId"], flight_id.to_string());
+
+    stop_booking.cancel();
+    booking.await.unwrap().unwrap();
+    payments.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_three_times_and_redelivered_is_paid_once() {
+    let (queue, _dlq) = queue_with_dlq(10, 1).await;
+    let app = spawn_app(
+        &new_database_url(),
+        &queue,
+        &["--consumer-visibility-timeout=1s"],
+    )
+    .await;
+    let event = flight_booked(9900);
+    for _ in 0..3 {
+        send_event(&queue, &event).await;
+    }
+    eventually(
+        Duration::from_secs(15),
+        "all three copies are consumed",
+        || async { (queue_depth(&queue).await == 0 && app.payments().await == 1).then_some(()) },
+    )
+    .await;
+    let metrics = eventually(Duration::from_secs(5), "duplicates are counted", || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.contains("consumer_duplicates_skipped_total 2")
+            .then_some(text)
+    })
+    .await;
+    assert!(metrics.contains("consumer_processed_total 1"), "{metrics}");
+    assert_eq!(app.payments().await, 1);
+    let inbox: i64 = sqlx::query_scalar("select count(*) from inbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(inbox, 1);
+}
+
+/// Commits the payment, then "crashes" before the delete: the message comes
+/// back after the visibility timeout and must not be charged again.
+struct CrashBeforeDelete {
+    inner: payment_service::handler::PaymentHandler,
+    crashed: std::sync::atomic::AtomicBool,
+}
+
+impl outbox::consumer::Handler for CrashBeforeDelete {
+    async fn handle(
+        &self,
+        message: &outbox::consumer::Received,
+    ) -> Result<outbox::consumer::Handled, outbox::consumer::HandleError> {
+        let handled = self.inner.handle(message).await?;
+        if !self.crashed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(anyhow::anyhow!("injected crash after commit").into());
+        }
+        Ok(handled)
+    }
+}
+
+#[tokio::test]
+async fn a_message_redelivered_after_a_crash_before_delete_is_not_charged_twice() {
+    let (queue_url, _dlq) = queue_with_dlq(10, 1).await;
+    let app = spawn_app(
+        &new_database_url(),
+        &queue_url,
+        &["--consumer-enabled=false"],
+    )
+    .await;
+    let queue = outbox::sqs::Queue::new(
+        sqs().await,
+        &outbox::sqs::QueueArgs {
+            sqs_queue_url: Some(queue_url.clone()),
+            sqs_queue_name: None,
+        },
+    )
+    .unwrap();
+    let args = outbox::consumer::ConsumerArgs {
+        consumer_wait_time: Duration::from_secs(1),
+        consumer_visibility_timeout: Duration::from_secs(1),
+        ..outbox::consumer::ConsumerArgs::defaults()
+    };
+    let handler = CrashBeforeDelete {
+        inner: payment_service::handler::PaymentHandler::new(app.pool.clone(), 500_000),
+        crashed: Default::default(),
+    };
+    let consumer = outbox::consumer::Consumer::new(queue, handler, args, Default::default());
+    send_event(&queue_url, &flight_booked(9900)).await;
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let first = eventually(Duration::from_secs(10), "the first delivery", || async {
+        let report = consumer.run_once(&shutdown).await.unwrap();
+        (report.received > 0).then_some(report)
+    })
+    .await;
+    assert_eq!(first.failed, 1, "crashed before the delete");
+    assert_eq!(app.payments().await, 1, "but the payment was committed");
+
+    let second = eventually(Duration::from_secs(10), "the redelivery", || async {
+        let report = consumer.run_once(&shutdown).await.unwrap();
+        (report.received > 0).then_some(report)
+    })
+    .await;
+    assert_eq!(second.duplicates, 1);
+    assert_eq!(app.payments().await, 1);
+    assert_eq!(
+        queue_depth(&queue_url).await,
+        0,
+        "the duplicate was deleted"
+    );
+}
+
+#[tokio::test]
+async fn two_instances_with_duplicates_mixed_in_pay_each_flight_once() {
+    let (queue, _dlq) = queue_with_dlq(10, 30).await;
+    let database = new_database_url();
+    let first = spawn_app(&database, &queue, &[]).await;
+    let second = spawn_app(&database, &queue, &[]).await;
+
+    let events: Vec<_> = (0..200).map(|i| flight_booked(1000 + i)).collect();
+    let mut sends = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        sends.push(event);
+        if i % 3 == 0 {
+            sends.push(event); // a duplicate, as a relay re-send would make
+        }
+    }
+    for chunk in sends.chunks(10) {
+        let client = sqs().await;
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(serde_json::to_string(e).unwrap())
+                    .message_group_id(e.aggregate_id.to_string())
+                    .message_deduplication_id(Uuid::new_v4().to_string())
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        client
+            .send_message_batch()
+            .queue_url(&queue)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    eventually(
+        Duration::from_secs(60),
+        "every message is consumed",
+        || async { (queue_depth(&queue).await == 0).then_some(()) },
+    )
+    .await;
+    let paid: Vec<Uuid> = sqlx::query_scalar("select flight_id from payment")
+        .fetch_all(&first.pool)
+        .await
+        .unwrap();
+    let unique: HashSet<Uuid> = paid.iter().copied().collect();
+    assert_eq!(paid.len(), 200);
+    assert_eq!(unique, events.iter().map(|e| e.aggregate_id).collect());
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn poison_messages_end_in_the_dlq_and_good_ones_are_still_processed() {
+    let (queue, dlq) = queue_with_dlq(2, 1).await;
+    let app = spawn_app(&new_database_url(), &queue, &[]).await;
+    send(&queue, "poison-1", "this is not JSON").await;
+    let mut unknown = flight_booked(100);
+    unknown.event_type = "FlightTeleported".into();
+    send_event(&queue, &unknown).await;
+    let mut future_version = flight_booked(100);
+    future_version.event_version = 9;
+    send_event(&queue, &future_version).await;
+    let good = flight_booked(4200);
+    send_event(&queue, &good).await;
+
+    eventually(Duration::from_secs(10), "the good message is paid", || {
+        payment_of(&app, good.aggregate_id)
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the poison reaches the DLQ",
+        || async { (queue_depth(&dlq).await == 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(app.payments().await, 1);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for reason in ["malformed", "unknown_type", "unsupported_version"] {
+        assert!(
+            metrics.contains(&format!("consumer_failed_total{{reason=\"{reason}\"}}")),
+            "{reason}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn while_the_database_is_down_messages_wait_and_are_paid_when_it_is_back() {
+    let (queue, _dlq) = queue_with_dlq(50, 1).await;
+    let database = new_database_url();
+    let app = spawn_app(&database, &queue, &["--consumer-visibility-timeout=1s"]).await;
+    let name = database.rsplit('/').next().unwrap().to_owned();
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", database_server()))
+        .await
+        .unwrap();
+    // "Down": no new connections, existing ones killed.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database {name} with allow_connections false"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
+        .bind(&name)
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let event = flight_booked(9900);
+    send_event(&queue, &event).await;
+    let metrics = eventually(Duration::from_secs(15), "a transient failure", || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.contains("consumer_failed_total{reason=\"transient\"}")
+            .then_some(text)
+    })
+    .await;
+    assert!(!metrics.contains("consumer_processed_total 1"));
+    assert_eq!(queue_depth(&queue).await, 1, "the message was not deleted");
+
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database {name} with allow_connections true"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "paid once the database is back",
+        || payment_of(&app, event.aggregate_id),
+    )
+    .await;
+    assert_eq!(app.payments().await, 1);
+}
+
+#[tokio::test]
+async fn fares_above_the_limit_are_declined_and_bad_requests_are_problems() {
+    let (queue, _dlq) = queue_with_dlq(5, 30).await;
+    let app = spawn_app(
+        &new_database_url(),
+        &queue,
+        &["--payment-decline-above=10000"],
+    )
+    .await;
+    let expensive = flight_booked(10001);
+    send_event(&queue, &expensive).await;
+    let payment = eventually(Duration::from_secs(10), "declined", || {
+        payment_of(&app, expensive.aggregate_id)
+    })
+    .await;
+    assert_eq!(payment["outcome"], "DECLINED");
+    assert!(
+        payment["reason"]
+            .as_str()
+            .unwrap()
+            .contains("above the limit")
+    );
+
+    let response = app.get("/api/payments/not-a-uuid").await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let response = app.get(&format!("/api/payments/{}", Uuid::new_v4())).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(app.get("/api/payments?limit=0").await.status(), 400);
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+    assert_eq!(app.get("/swagger-ui/index.html").await.status(), 200);
+}
+
+/// Records the order it sees, slowly.
+struct Recorder {
+    seen: std::sync::Mutex<Vec<String>>,
+    delay: Duration,
+}
+
+/// The recorder, shared by two consumers.
+#[derive(Clone)]
+struct Shared(std::sync::Arc<Recorder>);
+
+impl outbox::consumer::Handler for Shared {
+    async fn handle(
+        &self,
+        message: &outbox::consumer::Received,
+    ) -> Result<outbox::consumer::Handled, outbox::consumer::HandleError> {
+        tokio::time::sleep(self.0.delay).await;
+        self.0.seen.lock().unwrap().push(message.body.clone());
+        Ok(outbox::consumer::Handled::Processed)
+    }
+}
+
+#[tokio::test]
+async fn one_group_is_handled_in_order_and_slow_messages_keep_their_visibility() {
+    let (queue_url, _dlq) = queue_with_dlq(5, 1).await;
+    for n in 0..10 {
+        send(&queue_url, "one-booking", &n.to_string()).await;
+    }
+    let recorder = std::sync::Arc::new(Recorder {
+        seen: Default::default(),
+        delay: Duration::from_millis(250),
+    });
+    let args = outbox::consumer::ConsumerArgs {
+        consumer_wait_time: Duration::from_secs(1),
+        consumer_visibility_timeout: Duration::from_secs(1),
+        ..outbox::consumer::ConsumerArgs::defaults()
+    };
+    let queue = outbox::sqs::Queue::new(
+        sqs().await,
+        &outbox::sqs::QueueArgs {
+            sqs_queue_url: Some(queue_url.clone()),
+            sqs_queue_name: None,
+        },
+    )
+    .unwrap();
+    let make = || {
+        outbox::consumer::Consumer::new(
+            queue.clone(),
+            Shared(recorder.clone()),
+            args.clone(),
+            Default::default(),
+        )
+    };
+    let (a, b) = (std::sync::Arc::new(make()), std::sync::Arc::new(make()));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let runs = [
+        tokio::spawn(a.run(shutdown.clone())),
+        tokio::spawn(b.run(shutdown.clone())),
+    ];
+    eventually(Duration::from_secs(30), "all ten handled", || async {
+        (recorder.seen.lock().unwrap().len() >= 10 && queue_depth(&queue_url).await == 0)
+            .then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    for run in runs {
+        run.await.unwrap();
+    }
+    // 2.5 s of handling with a 1 s visibility timeout and a second consumer
+    // waiting: without the extension a message would be handled twice.
+    let seen = recorder.seen.lock().unwrap().clone();
+    assert_eq!(seen, (0..10).map(|n| n.to_string()).collect::<Vec<_>>());
+}

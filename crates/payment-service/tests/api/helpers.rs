@@ -1,0 +1,224 @@
+use std::time::Duration;
+
+use chrono::Utc;
+use clap::Parser;
+use outbox::envelope::{EventEnvelope, FlightBookedV1, Money};
+use payment_service::config::Config;
+use payment_service::startup::Application;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub fn database_server() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+pub fn new_database_url() -> String {
+    format!("{}/t_{}", database_server(), Uuid::new_v4().simple())
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A payment-service consuming `queue_url`, on `database_url`.
+pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> TestApp {
+    service_kit::telemetry::init_for_tests();
+    let mut args = vec![
+        "payment-service".to_owned(),
+        "--bind-addr=127.0.0.1:0".to_owned(),
+        format!("--database-url={database_url}"),
+        format!("--sqs-queue-url={queue_url}"),
+        "--max-connections=5".to_owned(),
+        "--consumer-wait-time=1s".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let app = Application::build(Config::parse_from(args))
+        .await
+        .expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let pool = app.pool().clone();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run(shutdown.clone()));
+    TestApp {
+        address,
+        pool,
+        client: reqwest::Client::new(),
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn payments(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from payment")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    outbox::sqs::client().await
+}
+
+/// A FIFO queue with a FIFO DLQ after `max_receives` receives; returns (queue, dlq) URLs.
+pub async fn queue_with_dlq(max_receives: u32, visibility_seconds: u32) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let client = sqs().await;
+    let id = Uuid::new_v4().simple();
+    let dlq = outbox::sqs::create_queue(&client, &format!("pay-dlq-{id}.fifo"))
+        .await
+        .unwrap();
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let queue = client
+        .create_queue()
+        .queue_name(format!("pay-{id}.fifo"))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_seconds.to_string(),
+        )
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    (queue, dlq)
+}
+
+/// A FlightBooked envelope for a new flight, as the relay would send it.
+pub fn flight_booked(amount: i64) -> EventEnvelope {
+    let flight_id = Uuid::now_v7();
+    let event = FlightBookedV1 {
+        flight_id,
+        departure_airport: "Paris".into(),
+        arrival_airport: "London".into(),
+        departure_date_time: Utc::now(),
+        arrival_date_time: Utc::now() + chrono::Duration::minutes(75),
+        passenger_name: None,
+        fare: Money {
+            amount,
+            currency: "EUR".into(),
+        },
+        booked_at: Utc::now(),
+    };
+    EventEnvelope {
+        event_id: Uuid::now_v7(),
+        event_type: "FlightBooked".into(),
+        event_version: 1,
+        aggregate_type: "flight".into(),
+        aggregate_id: flight_id,
+        occurred_at: Utc::now(),
+        traceparent: None,
+        payload: serde_json::to_value(event).unwrap(),
+    }
+}
+
+/// Sends `body` to a FIFO queue in `group`; a fresh deduplication id each time,
+/// so a deliberate re-send is not dropped by SQS (as after the 5-minute window).
+pub async fn send(queue_url: &str, group: &str, body: &str) {
+    sqs()
+        .await
+        .send_message()
+        .queue_url(queue_url)
+        .message_group_id(group)
+        .message_deduplication_id(Uuid::new_v4().to_string())
+        .message_body(body)
+        .send()
+        .await
+        .unwrap();
+}
+
+pub async fn send_event(queue_url: &str, envelope: &EventEnvelope) {
+    send(
+        queue_url,
+        &envelope.aggregate_id.to_string(),
+        &serde_json::to_string(envelope).unwrap(),
+    )
+    .await;
+}
+
+/// Messages visible or in flight on a queue.
+pub async fn queue_depth(queue_url: &str) -> i64 {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attributes = sqs()
+        .await
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    attributes
+        .values()
+        .map(|v| v.parse::<i64>().unwrap_or(0))
+        .sum()
+}
+
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub async fn payment_of(app: &TestApp, flight_id: Uuid) -> Option<Value> {
+    let response = app.get(&format!("/api/payments/{flight_id}")).await;
+    (response.status() == 200).then_some(response.json().await.unwrap())
+}

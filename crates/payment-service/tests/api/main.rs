@@ -1,0 +1,5 @@
+//! payment-service integration tests against a real PostgreSQL and a real
+//! SQS-compatible server; each test has its own database and queues.
+
+mod consumer;
+mod helpers;
