@@ -66,11 +66,17 @@ psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$PG_SERVER_URL/postgres" "$@"; }
 # committed lockfile) and starts one (stopped on exit). Exports the standard AWS
 # variables that point the SDK at it.
 ensure_sqs() {
-  export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$SQS_PORT"
   export AWS_REGION="${AWS_REGION:-us-east-1}"
   export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
   export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
   export AWS_EC2_METADATA_DISABLED=true
+  if [ -n "${AWS_ENDPOINT_URL_SQS:-}" ]; then
+    # Another SQS-compatible server (LocalStack, say), chosen by the user.
+    sqs_answers || die "nothing answers at AWS_ENDPOINT_URL_SQS=$AWS_ENDPOINT_URL_SQS"
+    log "using the SQS server at $AWS_ENDPOINT_URL_SQS"
+    return
+  fi
+  export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$SQS_PORT"
   if sqs_answers; then
     log "SQS server answers on $AWS_ENDPOINT_URL_SQS"
     return
@@ -79,9 +85,38 @@ ensure_sqs() {
   on_exit "stop_sqs"
 }
 
-sqs_answers() {
-  curl -s -o /dev/null -m 2 -X POST -H 'Content-Type: application/x-amz-json-1.0' \
-    -H 'X-Amz-Target: AmazonSQS.ListQueues' -d '{}' "http://127.0.0.1:$SQS_PORT/"
+# One SQS JSON-protocol call: sqs_call Action '{"json":"body"}'. Prints the answer.
+sqs_call() {
+  curl -s -m 10 -X POST -H 'Content-Type: application/x-amz-json-1.0' -H "X-Amz-Target: AmazonSQS.$1" \
+    -H 'Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0' \
+    -d "$2" "${AWS_ENDPOINT_URL_SQS:-http://127.0.0.1:$SQS_PORT}/"
+}
+
+sqs_answers() { sqs_call ListQueues '{}' >/dev/null 2>&1; }
+
+# Creates (idempotently) the FIFO queue QUEUE and its FIFO DLQ with a redrive
+# policy; prints the queue URL.
+create_queues() {
+  local queue="$1" dlq="$2" max_receives="${3:-5}"
+  local dlq_url dlq_arn queue_url
+  dlq_url="$(sqs_call CreateQueue "{\"QueueName\":\"$dlq\",\"Attributes\":{\"FifoQueue\":\"true\"}}" | json_field QueueUrl)" \
+    || die "could not create the DLQ $dlq"
+  dlq_arn="$(sqs_call GetQueueAttributes "{\"QueueUrl\":\"$dlq_url\",\"AttributeNames\":[\"QueueArn\"]}" | json_field Attributes.QueueArn)" \
+    || die "could not read the DLQ's ARN"
+  local redrive="{\\\"deadLetterTargetArn\\\":\\\"$dlq_arn\\\",\\\"maxReceiveCount\\\":$max_receives}"
+  queue_url="$(sqs_call CreateQueue "{\"QueueName\":\"$queue\",\"Attributes\":{\"FifoQueue\":\"true\",\"VisibilityTimeout\":\"30\",\"RedrivePolicy\":\"$redrive\"}}" | json_field QueueUrl)" \
+    || die "could not create the queue $queue"
+  echo "$queue_url"
+}
+
+# Reads a dotted field from JSON on stdin; fails when absent.
+json_field() {
+  python3 -c '
+import json, sys
+value = json.load(sys.stdin)
+for part in sys.argv[1].split("."):
+    value = value[part]
+print(value)' "$1" 2>/dev/null
 }
 
 start_sqs() {

@@ -17,6 +17,7 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeName,
 };
 use clap::Args;
+use service_kit::config::parse_duration;
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +42,7 @@ pub struct ConsumerArgs {
 }
 
 fn parse_wait(value: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    let d = parse_duration(value)?;
     if d > Duration::from_secs(20) {
         return Err("must be at most 20s (the SQS long-polling limit)".into());
     }
@@ -49,7 +50,7 @@ fn parse_wait(value: &str) -> Result<Duration, String> {
 }
 
 fn parse_visibility(value: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    let d = parse_duration(value)?;
     if d < Duration::from_secs(1) || d > Duration::from_secs(12 * 3600) {
         return Err("must be between 1s and 12h".into());
     }

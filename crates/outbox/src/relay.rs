@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use service_kit::config::parse_duration;
 use futures::future::join_all;
 use rand::Rng;
 use sqlx::PgPool;
@@ -60,10 +61,6 @@ pub struct RelayArgs {
     /// How long published rows are kept before deletion.
     #[arg(long, env = "OUTBOX_RETENTION", default_value = "4h", value_parser = parse_duration)]
     pub outbox_retention: Duration,
-}
-
-fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value).map_err(|e| format!("{e} (expected e.g. 500ms, 5s, 4h)"))
 }
 
 impl RelayArgs {

@@ -87,7 +87,9 @@ pub async fn claim(
     let mut rows = sqlx::query_as!(
         Claimed,
         r#"
-        with candidates as (
+        update outbox
+        set claimed_by = $2, claimed_until = now() + make_interval(secs => $3)
+        where seq = any(array(
             select o.seq
             from outbox o
             where o.published_at is null
@@ -101,15 +103,9 @@ pub async fn claim(
                     and earlier.published_at is null)
             order by o.seq
             limit $1
-            for update of o skip locked
-        )
-        update outbox
-        set claimed_by = $2, claimed_until = now() + make_interval(secs => $3)
-        from candidates
-        where outbox.seq = candidates.seq
-        returning outbox.seq, outbox.event_id, outbox.aggregate_id, outbox.event_type,
-                  outbox.event_version, outbox.envelope::text as "body!", outbox.traceparent,
-                  outbox.created_at, outbox.attempts
+            for update of o skip locked))
+        returning seq, event_id, aggregate_id, event_type, event_version, envelope::text as "body!",
+                  traceparent, created_at, attempts
         "#,
         limit,
         relay_id,
