@@ -21,6 +21,8 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$LOCAL_DIR/cargo-test.log"
+bash scripts/story-test.sh
+bash scripts/browser-test.sh
 
 if [ -f infra/check.sh ]; then
   log "infrastructure checks (jest, cdk-nag, synth, cfn-lint)"

@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Tells the transactional-outbox story against a running system (scripts/run.sh):
+#
+#   1. a booking is paid: POST /api/flights, then payment-service records its payment;
+#   2. a second booking is paid the same way;
+#   3. the queue is BLOCKED: a third booking is still committed (201) and its event
+#      waits in the outbox, the relay retrying with backoff and recording the error;
+#   4. the queue is UNBLOCKED: the event drains and the flight is paid exactly once.
+#
+# Every expectation is checked; the script exits non-zero with a message when one
+# fails. Waits are polls with deadlines, never blind sleeps.
+#
+# Blocking the queue: no local SQS emulator enforces a queue policy, so locally
+# the queue is deleted (SendMessageBatch then fails with QueueDoesNotExist) and
+# re-created with the same name (both services re-resolve the name). In AWS the
+# same story uses a Deny policy instead, which keeps the queue and its messages:
+# infra/scripts/block-queue.sh and infra/scripts/unblock-queue.sh.
+#
+# Settings (environment): BOOKING_URL (http://127.0.0.1:8080), PAYMENT_URL
+# (http://127.0.0.1:8081), QUEUE_NAME (bookings.fifo), DLQ_NAME (QUEUE-dlq.fifo),
+# AWS_ENDPOINT_URL_SQS (else http://127.0.0.1:$SQS_PORT, SQS_PORT 9324),
+# DEMO_TIMEOUT (seconds each wait may take, 60), DEMO_DRAIN_TIMEOUT (seconds for
+# the drain after unblocking, 120: the relay's backoff may have grown to
+# RELAY_BACKOFF_MAX, 60 s by default), DEMO_STRICT_OUTBOX=1 (require the whole
+# outbox to be empty at the end, not only our events; set by story-test.sh,
+# whose system has a database of its own).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+BOOKING_URL="${BOOKING_URL:-http://127.0.0.1:8080}"
+BOOKING_URL="${BOOKING_URL%/}"
+PAYMENT_URL="${PAYMENT_URL:-http://127.0.0.1:8081}"
+PAYMENT_URL="${PAYMENT_URL%/}"
+QUEUE_NAME="${QUEUE_NAME:-bookings.fifo}"
+DLQ_NAME="${DLQ_NAME:-${QUEUE_NAME%.fifo}-dlq.fifo}"
+SQS_ENDPOINT="${AWS_ENDPOINT_URL_SQS:-http://127.0.0.1:$SQS_PORT}"
+DEMO_TIMEOUT="${DEMO_TIMEOUT:-60}"
+DEMO_DRAIN_TIMEOUT="${DEMO_DRAIN_TIMEOUT:-120}"
+DEMO_STRICT_OUTBOX="${DEMO_STRICT_OUTBOX:-0}"
+
+BODY_FILE="$(mktemp /tmp/outbox-demo.XXXXXX)"
+on_exit "rm -f '$BODY_FILE'"
+
+# --- narration --------------------------------------------------------------
+if [ -t 1 ]; then B=$'\033[1m'; G=$'\033[1;32m'; Y=$'\033[1;33m'; R=$'\033[1;31m'; N=$'\033[0m'
+else B=; G=; Y=; R=; N=; fi
+STEP=0
+step() { STEP=$((STEP + 1)); printf '\n%s--- Step %d: %s%s\n' "$B" "$STEP" "$*" "$N"; }
+say() { printf '    %s\n' "$*"; }
+ok() { printf '    %s✔%s %s\n' "$G" "$N" "$*"; }
+note() { printf '    %s…%s %s\n' "$Y" "$N" "$*"; }
+fail() { printf '\n%sdemo FAILED at step %d:%s %s\n' "$R" "$STEP" "$N" "$*" >&2; exit 1; }
+
+# --- HTTP and JSON -------------------------------------------------------------
+# http METHOD URL [JSON]: sets STATUS (000 when nothing answered) and BODY.
+http() {
+  local args=(-s -m 10 -o "$BODY_FILE" -w '%{http_code}' -X "$1" -H 'Accept: application/json')
+  [ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data "$3")
+  : >"$BODY_FILE"
+  STATUS="$(curl "${args[@]}" "$2" 2>/dev/null)" || STATUS=000
+  BODY="$(cat "$BODY_FILE")"
+}
+
+# py 'EXPR' [ARGS...] evaluates a Python expression over the JSON in $BODY (bound
+# to `d`; extra arguments are `a[0]`, `a[1]`, ...). Dicts and lists print as JSON,
+# None as nothing.
+py() {
+  local expr="$1"; shift
+  printf '%s' "$BODY" | python3 -c '
+import json, sys
+from datetime import datetime
+d = json.loads(sys.stdin.read() or "null")
+a = sys.argv[2:]
+r = eval(sys.argv[1])
+print(json.dumps(r) if isinstance(r, (dict, list)) else ("" if r is None else r))' "$expr" "$@"
+}
+
+now() { date +%s; }
+
+# --- steps ------------------------------------------------------------------------
+flight_body() {
+  printf '{"departureAirport":"%s","arrivalAirport":"%s","departureDateTime":"%s","arrivalDateTime":"%s"%s}' \
+    "$1" "$2" "$3" "$4" "${5:+,\"fare\":$5}"
+}
+
+# book LABEL JSON: POST /api/flights, expects 201; sets FLIGHT_ID.
+book() {
+  say "POST $BOOKING_URL/api/flights  $2"
+  http POST "$BOOKING_URL/api/flights" "$2"
+  [ "$STATUS" = 201 ] || fail "booking $1: expected 201 Created, got $STATUS: $BODY"
+  FLIGHT_ID="$(py 'd["id"]')"
+  [ -n "$FLIGHT_ID" ] || fail "booking $1: the 201 response has no id: $BODY"
+  ok "201 Created: flight $FLIGHT_ID ($(py '"%s -> %s, fare %s %s" % (d["departureAirport"], d["arrivalAirport"], d["fare"]["amount"], d["fare"]["currency"])'))"
+  say "booking and FlightBooked event were committed in one transaction"
+}
+
+# wait_payment FLIGHT_ID TIMEOUT: polls GET /api/payments/{id} until 200.
+wait_payment() {
+  local id="$1" deadline=$(($(now) + $2)) t0="${EPOCHREALTIME/./}"
+  say "waiting (up to $2 s) for GET $PAYMENT_URL/api/payments/$id"
+  while :; do
+    http GET "$PAYMENT_URL/api/payments/$id"
+    case "$STATUS" in
+      200) break ;;
+      404) ;;
+      *) note "payment-service answered $STATUS; retrying" ;;
+    esac
+    [ "$(now)" -lt "$deadline" ] || fail "no payment for flight $id after $2 s (last answer $STATUS: $BODY)"
+    sleep 0.3
+  done
+  [ "$(py 'd["flightId"]')" = "$id" ] || fail "the payment is for another flight: $BODY"
+  local waited=$(( (${EPOCHREALTIME/./} - t0) / 100000 ))
+  ok "paid: $(py '"%s %s %s, event %s, processed at %s" % (d["amount"], d["currency"], d["outcome"], d["eventId"], d["processedAt"])') (after $((waited / 10)).$((waited % 10)) s)"
+}
+
+# outbox_entry AGGREGATE_ID: reads every page of GET /api/outbox; sets ENTRY (the
+# JSON of the flight's event, empty when absent) and OUTBOX_TOTAL.
+outbox_entry() {
+  local cursor="" count found
+  ENTRY=""; OUTBOX_TOTAL=0
+  for _ in $(seq 1 200); do
+    http GET "$BOOKING_URL/api/outbox?limit=100${cursor:+&cursor=$cursor}"
+    [ "$STATUS" = 200 ] || fail "GET /api/outbox answered $STATUS: $BODY"
+    IFS=$'\x1f' read -r count found cursor < <(py '"\x1f".join([str(len(d["items"])), next((json.dumps(e) for e in d["items"] if e["aggregateId"] == a[0]), ""), d.get("nextCursor") or ""])' "$1")
+    OUTBOX_TOTAL=$((OUTBOX_TOTAL + count))
+    [ -n "$ENTRY" ] || ENTRY="$found"
+    [ -n "$cursor" ] || return 0
+  done
+  fail "GET /api/outbox: more than 200 pages"
+}
+
+entry() { BODY="$ENTRY" py "$1"; }
+
+# payments_of IDS...: pages GET /api/payments (newest first) back to the start of
+# the demo; prints "flightId count" for each id.
+payments_of() {
+  local cursor="" counts="{}"
+  for _ in $(seq 1 500); do
+    http GET "$PAYMENT_URL/api/payments?limit=100${cursor:+&cursor=$cursor}"
+    [ "$STATUS" = 200 ] || fail "GET /api/payments answered $STATUS: $BODY"
+    counts="$(py '{i: json.loads(a[0]).get(i, 0) + sum(p["flightId"] == i for p in d["items"]) for i in a[1:]}' "$counts" "$@")"
+    cursor="$(py 'd.get("nextCursor")')"
+    # Older pages cannot hold payments of flights booked by this run.
+    if [ -z "$cursor" ] || [ "$(py 'datetime.fromisoformat(d["items"][-1]["processedAt"]).timestamp() < float(a[0]) - 60' "$STARTED_AT")" = True ]; then
+      BODY="$counts" py '"\n".join(f"{i} {d.get(i, 0)}" for i in a)' "$@"
+      return 0
+    fi
+  done
+  fail "GET /api/payments: more than 500 pages"
+}
+
+# --- the story --------------------------------------------------------------------
+STARTED_AT="$(now)"
+printf '%sThe transactional outbox, step by step%s\n' "$B" "$N"
+say "booking-service $BOOKING_URL, payment-service $PAYMENT_URL"
+say "SQS $SQS_ENDPOINT, queue $QUEUE_NAME (DLQ $DLQ_NAME)"
+
+step "both services are up"
+for url in "$BOOKING_URL" "$PAYMENT_URL"; do
+  http GET "$url/health/ready"
+  [ "$STATUS" = 200 ] || fail "$url/health/ready answered $STATUS (is scripts/run.sh running?)"
+  ok "$url/health/ready: 200"
+done
+queue_url="$(sqs_call GetQueueUrl "{\"QueueName\":\"$QUEUE_NAME\"}" | json_field QueueUrl)" \
+  || fail "the queue $QUEUE_NAME does not exist at $SQS_ENDPOINT (left blocked by an interrupted demo? scripts/run.sh creates it)"
+ok "queue $QUEUE_NAME exists: $queue_url"
+
+step "book Paris -> London; payment-service pays it"
+book first "$(flight_body Paris London 2023-09-01T08:00:00.000Z 2023-09-01T08:15:00.000Z)"
+FLIGHT1="$FLIGHT_ID"
+say "the relay publishes the event to SQS; payment-service consumes it (inbox + payment, one transaction)"
+wait_payment "$FLIGHT1" "$DEMO_TIMEOUT"
+
+step "book a second flight, London -> Paris; it is paid the same way"
+book second "$(flight_body London Paris 2023-09-02T18:00:00.000Z 2023-09-02T18:15:00.000Z '{"amount":12900,"currency":"EUR"}')"
+FLIGHT2="$FLIGHT_ID"
+# Deleting the queue (our local "block") would also delete a message still in it,
+# so the story waits for this payment before blocking. AWS's Deny policy keeps them.
+wait_payment "$FLIGHT2" "$DEMO_TIMEOUT"
+
+step "BLOCK the queue (locally: delete it; in AWS: infra/scripts/block-queue.sh)"
+answer="$(sqs_call DeleteQueue "{\"QueueUrl\":\"$queue_url\"}")" || fail "DeleteQueue failed: $answer"
+if answer="$(sqs_call GetQueueUrl "{\"QueueName\":\"$QUEUE_NAME\"}")" && [ -n "$(printf '%s' "$answer" | json_field QueueUrl)" ]; then
+  fail "the queue $QUEUE_NAME still exists after DeleteQueue: $answer"
+fi
+ok "DeleteQueue $queue_url: the queue is gone; sends now fail with QueueDoesNotExist"
+# Leave no deleted queue behind when the story stops before it unblocks.
+UNBLOCKED=0
+unblock_on_exit() {
+  [ "$UNBLOCKED" = 1 ] && return
+  (create_queues "$QUEUE_NAME" "$DLQ_NAME" 5 >/dev/null) && echo "demo: re-created the queue $QUEUE_NAME on the way out" >&2
+}
+on_exit unblock_on_exit
+
+step "book a third flight, Paris -> Berlin, while the queue is blocked"
+book third "$(flight_body Paris Berlin 2023-09-03T07:00:00.000Z 2023-09-03T08:45:00.000Z)"
+FLIGHT3="$FLIGHT_ID"
+http GET "$BOOKING_URL/api/flights/$FLIGHT3"
+[ "$STATUS" = 200 ] || fail "GET /api/flights/$FLIGHT3 answered $STATUS: the booking should be committed"
+ok "GET /api/flights/$FLIGHT3: 200, the booking is committed although SQS is unavailable"
+
+step "the event waits in GET /api/outbox; the relay retries with backoff"
+deadline=$(($(now) + DEMO_TIMEOUT)); last_seen=""
+while :; do
+  outbox_entry "$FLIGHT3"
+  [ -n "$ENTRY" ] || fail "the event of flight $FLIGHT3 left the outbox although the queue is blocked"
+  IFS=$'\x1f' read -r attempts state EVENT3 next_at last_error < <(entry '"\x1f".join("" if d[k] is None else str(d[k]) for k in ("attempts", "state", "eventId", "nextAttemptAt", "lastError"))')
+  [ -n "$attempts" ] || fail "cannot read the outbox entry: $ENTRY"
+  if [ "$attempts $state" != "$last_seen" ]; then
+    say "event $EVENT3: state $state, attempts $attempts, next attempt at $next_at"
+    [ "$attempts" -gt 0 ] && say "  last error: $last_error"
+    last_seen="$attempts $state"
+  fi
+  [ "$attempts" -ge 2 ] && break
+  [ "$(now)" -lt "$deadline" ] || fail "the relay did not retry the event twice in $DEMO_TIMEOUT s (attempts $attempts)"
+  sleep 0.3
+done
+[ -n "$last_error" ] || fail "the outbox entry has $attempts attempts but no lastError"
+ok "$attempts failed attempts recorded, with the last error; the outbox holds $OUTBOX_TOTAL unpublished event(s)"
+http GET "$PAYMENT_URL/api/payments/$FLIGHT3"
+[ "$STATUS" = 404 ] || fail "GET /api/payments/$FLIGHT3 answered $STATUS while the queue is blocked (expected 404)"
+ok "GET /api/payments/$FLIGHT3: 404, not paid yet"
+
+step "UNBLOCK the queue (locally: re-create it and its DLQ; in AWS: infra/scripts/unblock-queue.sh)"
+queue_url="$(create_queues "$QUEUE_NAME" "$DLQ_NAME" 5)" || fail "could not re-create the queue $QUEUE_NAME"
+UNBLOCKED=1
+ok "queue $QUEUE_NAME is back: $queue_url"
+
+step "the event drains from the outbox"
+say "waiting (up to $DEMO_DRAIN_TIMEOUT s) for the relay's next attempt"
+deadline=$(($(now) + DEMO_DRAIN_TIMEOUT)); retried=0
+while :; do
+  outbox_entry "$FLIGHT3"
+  [ -z "$ENTRY" ] && break
+  if [ "$(entry 'd["state"]')" = PARKED ] && [ "$retried" = 0 ]; then
+    note "the event was parked (attempts exhausted): POST /api/outbox/$EVENT3/retry"
+    http POST "$BOOKING_URL/api/outbox/$EVENT3/retry"
+    case "$STATUS" in 200 | 409) ;; *) fail "retry answered $STATUS: $BODY" ;; esac
+    retried=1
+  fi
+  [ "$(now)" -lt "$deadline" ] || fail "the event is still in the outbox $DEMO_DRAIN_TIMEOUT s after unblocking: $ENTRY"
+  sleep 0.3
+done
+ok "event $EVENT3 was published: no longer in GET /api/outbox"
+if [ "$OUTBOX_TOTAL" = 0 ]; then
+  ok "GET /api/outbox: empty"
+elif [ "$DEMO_STRICT_OUTBOX" = 1 ]; then
+  fail "GET /api/outbox still lists $OUTBOX_TOTAL event(s): $BODY"
+else
+  note "GET /api/outbox still lists $OUTBOX_TOTAL event(s) that are not this demo's (earlier runs?)"
+fi
+
+step "the third flight is paid, exactly once"
+wait_payment "$FLIGHT3" "$DEMO_TIMEOUT"
+[ "$(py 'd["eventId"]')" = "$EVENT3" ] || fail "the payment was made for event $(py 'd["eventId"]'), not $EVENT3"
+ok "the payment was made for the event that waited in the outbox ($EVENT3)"
+counts="$(payments_of "$FLIGHT1" "$FLIGHT2" "$FLIGHT3")"
+total=0
+while read -r id count; do
+  say "GET /api/payments: flight $id has $count payment(s)"
+  [ "$count" = 1 ] || fail "flight $id has $count payments in GET /api/payments, expected exactly 1"
+  total=$((total + count))
+done <<<"$counts"
+[ "$total" = 3 ] || fail "the three flights have $total payments in total, expected 3"
+ok "3 flights, 3 payments: nothing lost while the queue was blocked, nothing paid twice"
+
+printf '\n%sThe story holds.%s The booking never failed: the outbox kept the event until SQS took it (%d s).\n' \
+  "$G" "$N" "$(($(now) - STARTED_AT))"
