@@ -5,7 +5,9 @@
 #
 # Settings (environment): BOOKING_PORT (8080), PAYMENT_PORT (8081), PG_PORT
 # (5432), SQS_PORT (9324), AWS_ENDPOINT_URL_SQS (use another SQS server, e.g.
-# LocalStack, instead of starting fauxqs), QUEUE_NAME (bookings.fifo).
+# LocalStack, instead of starting fauxqs), QUEUE_NAME (bookings.fifo),
+# BOOKING_DB / PAYMENT_DB (booking / payment: two runs on one PostgreSQL need
+# their own databases, or one relay publishes the other's events).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -14,6 +16,8 @@ BOOKING_PORT="${BOOKING_PORT:-8080}"
 PAYMENT_PORT="${PAYMENT_PORT:-8081}"
 QUEUE_NAME="${QUEUE_NAME:-bookings.fifo}"
 DLQ_NAME="${DLQ_NAME:-${QUEUE_NAME%.fifo}-dlq.fifo}"
+BOOKING_DB="${BOOKING_DB:-booking}"
+PAYMENT_DB="${PAYMENT_DB:-payment}"
 
 for port in "$BOOKING_PORT" "$PAYMENT_PORT"; do
   if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then
@@ -45,8 +49,8 @@ start_service() {
     "target/debug/$name" > >(sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
 }
-start_service booking-service "$BOOKING_PORT" booking
-start_service payment-service "$PAYMENT_PORT" payment
+start_service booking-service "$BOOKING_PORT" "$BOOKING_DB"
+start_service payment-service "$PAYMENT_PORT" "$PAYMENT_DB"
 
 for port in "$BOOKING_PORT" "$PAYMENT_PORT"; do
   for _ in $(seq 1 150); do

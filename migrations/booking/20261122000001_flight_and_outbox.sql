@@ -50,7 +50,10 @@ create table outbox (
     -- event back in line with POST /api/outbox/{eventId}/retry.
     parked_at           timestamptz,
     published_at        timestamptz
-);
+)
+-- Room on every page for the claim's update (it changes no indexed column), so
+-- it can be a HOT update that writes no index entries.
+with (fillfactor = 70);
 
 -- The relay's working set is the unpublished rows only; partial indexes keep the
 -- claim query independent of how many published rows await retention.

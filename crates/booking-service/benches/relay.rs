@@ -55,23 +55,44 @@ fn envelope(i: usize) -> String {
 }
 
 async fn database() -> anyhow::Result<PgPool> {
-    let server = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let server = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let name = format!("bench_{}", Uuid::new_v4().simple());
     let admin = PgPool::connect(&format!("{server}/postgres")).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&admin).await?;
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect(&format!("{server}/{name}")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&admin)
+        .await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(20)
+        .connect(&format!("{server}/{name}"))
+        .await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }
 
 async fn queue(client: &aws_sdk_sqs::Client, prefix: &str) -> anyhow::Result<(Queue, String)> {
-    let url = outbox::sqs::create_queue(client, &format!("{prefix}-{}.fifo", Uuid::new_v4().simple())).await?;
-    let queue = Queue::new(client.clone(), &QueueArgs { sqs_queue_url: Some(url.clone()), sqs_queue_name: None })?;
+    let url = outbox::sqs::create_queue(
+        client,
+        &format!("{prefix}-{}.fifo", Uuid::new_v4().simple()),
+    )
+    .await?;
+    let queue = Queue::new(
+        client.clone(),
+        &QueueArgs {
+            sqs_queue_url: Some(url.clone()),
+            sqs_queue_name: None,
+        },
+    )?;
     Ok((queue, url))
 }
 
 /// The server's ceiling: SendMessageBatch of 10 at `concurrency`, nothing else.
-async fn raw_ceiling(client: &aws_sdk_sqs::Client, url: &str, events: usize, concurrency: usize) -> anyhow::Result<f64> {
+async fn raw_ceiling(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    events: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
     let bodies: Vec<String> = (0..events).map(envelope).collect();
     let started = Instant::now();
     let results: Vec<_> = futures::stream::iter(bodies.chunks(10))
@@ -90,7 +111,11 @@ async fn raw_ceiling(client: &aws_sdk_sqs::Client, url: &str, events: usize, con
                         .expect("complete entry")
                 })
                 .collect();
-            client.send_message_batch().queue_url(url).set_entries(Some(entries)).send()
+            client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
         })
         .buffer_unordered(concurrency)
         .collect()
@@ -117,8 +142,13 @@ async fn prefill(pool: &PgPool, events: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn unpublished(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("select count(*) from outbox where published_at is null").fetch_one(pool).await?)
+/// Cheap enough to poll without slowing the relay down (a count would not be).
+async fn drained(pool: &PgPool) -> anyhow::Result<bool> {
+    Ok(
+        sqlx::query_scalar("select not exists (select 1 from outbox where published_at is null)")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 #[tokio::main]
@@ -126,31 +156,56 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = outbox::sqs::client().await;
     let concurrency = usize::from(args.relay.relay_batches_in_flight);
-    println!("relay benchmark: {} events; relay: {} workers, claim {}, {} batches in flight",
-        args.events, args.relay.relay_workers, args.relay.relay_claim_size, concurrency);
+    println!(
+        "relay benchmark: {} events; relay: {} workers, claim {}, {} batches in flight",
+        args.events, args.relay.relay_workers, args.relay.relay_claim_size, concurrency
+    );
 
-    // 1. Drain rate vs. the raw ceiling, measured in the same run.
+    // 1. Drain rate vs. the raw ceiling, measured in the same run (before and
+    //    after the drain: this machine is shared, so one reading can be off).
     let (_, raw_url) = queue(&client, "bench-raw").await?;
-    let raw = raw_ceiling(&client, &raw_url, args.events, concurrency).await?;
+    let raw_before = raw_ceiling(&client, &raw_url, args.events, concurrency).await?;
     let pool = database().await?;
     prefill(&pool, args.events).await?;
+    // A backlog that waited through an outage has been seen by autovacuum; a
+    // freshly bulk-inserted one has not (first reads would pay for hint bits).
+    sqlx::query("vacuum analyze outbox").execute(&pool).await?;
     let (relay_queue, _) = queue(&client, "bench-relay").await?;
-    let relay = Arc::new(Relay::new(pool.clone(), SqsPublisher::new(relay_queue.clone()), args.relay.clone(), RelayMetrics::default()));
+    let relay = Arc::new(Relay::new(
+        pool.clone(),
+        SqsPublisher::new(relay_queue.clone()),
+        args.relay.clone(),
+        RelayMetrics::default(),
+    ));
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let running = tokio::spawn(Arc::clone(&relay).run(shutdown.clone()));
-    while unpublished(&pool).await? > 0 {
+    while !drained(&pool).await? {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain = args.events as f64 / started.elapsed().as_secs_f64();
     shutdown.cancel();
     running.await?;
-    println!("drain:   relay {drain:>9.0} msg/s   raw SendMessageBatch ceiling {raw:>9.0} msg/s   ratio {:.2} (goal >= 0.90)", drain / raw);
+    let (_, raw_url) = queue(&client, "bench-raw").await?;
+    let raw_after = raw_ceiling(&client, &raw_url, args.events, concurrency).await?;
+    let raw = (raw_before + raw_after) / 2.0;
+    println!(
+        "drain:   relay {drain:>7.0} msg/s   raw SendMessageBatch ceiling {raw:>7.0} msg/s (before {raw_before:.0}, after {raw_after:.0})   ratio {:.2} (goal >= 0.90)",
+        drain / raw
+    );
 
     // 2. Latency at a steady rate, with retention on.
     sqlx::query("truncate outbox").execute(&pool).await?;
-    let relay_args = RelayArgs { outbox_retention: Duration::from_secs(2), ..args.relay.clone() };
-    let relay = Arc::new(Relay::new(pool.clone(), SqsPublisher::new(relay_queue), relay_args, RelayMetrics::default()));
+    let relay_args = RelayArgs {
+        outbox_retention: Duration::from_secs(2),
+        ..args.relay.clone()
+    };
+    let relay = Arc::new(Relay::new(
+        pool.clone(),
+        SqsPublisher::new(relay_queue),
+        relay_args,
+        RelayMetrics::default(),
+    ));
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(Arc::clone(&relay).run(shutdown.clone()));
     let total = args.rate * args.seconds;
@@ -187,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
         w?;
     }
     let achieved = total as f64 / started.elapsed().as_secs_f64();
-    while unpublished(&pool).await? > 0 {
+    while !drained(&pool).await? {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (p50, p99, max): (f64, f64, f64) = sqlx::query_as(
@@ -196,13 +251,21 @@ async fn main() -> anyhow::Result<()> {
     )
     .fetch_one(&pool)
     .await?;
-    println!("latency: {achieved:.0} events/s offered for {}s; insert -> published p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (goal p99 <= 50 ms)", args.seconds);
+    println!(
+        "latency: {achieved:.0} events/s offered for {}s; insert -> published p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (goal p99 <= 50 ms)",
+        args.seconds
+    );
 
     // 3. Retention keeps the table small.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rows: i64 = sqlx::query_scalar("select count(*) from outbox").fetch_one(&pool).await?;
+    let rows: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&pool)
+        .await?;
     shutdown.cancel();
     running.await?;
-    println!("table:   {rows} outbox rows left {}s after the run with OUTBOX_RETENTION=2s ({total} written)", 5);
+    println!(
+        "table:   {rows} outbox rows left {}s after the run with OUTBOX_RETENTION=2s ({total} written)",
+        5
+    );
     Ok(())
 }

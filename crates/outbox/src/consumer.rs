@@ -17,8 +17,8 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeName,
 };
 use clap::Args;
-use service_kit::config::parse_duration;
 use futures::future::join_all;
+use service_kit::config::parse_duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ConsumerMetrics;
@@ -172,6 +172,15 @@ impl<H: Handler> Consumer<H> {
             .visibility_timeout(self.args.consumer_visibility_timeout.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
+            .customize()
+            // The client's attempt timeout (sized for the relay's short calls) must
+            // not cut a long poll short: an abandoned receive still takes messages
+            // off the queue, and they would only come back after the visibility
+            // timeout, one receive count closer to the DLQ.
+            .config_override(
+                aws_sdk_sqs::config::Builder::default()
+                    .timeout_config(long_poll_timeouts(self.args.consumer_wait_time)),
+            )
             .send();
         let output = tokio::select! {
             () = shutdown.cancelled() => return Ok(Report::default()),
@@ -393,7 +402,7 @@ impl<H: Handler> Consumer<H> {
                 }
                 Err(e) => {
                     failures += 1;
-                    if failures == 1 || failures % 30 == 0 {
+                    if failures == 1 || failures.is_multiple_of(30) {
                         tracing::warn!(error = %e, failures, "cannot receive from the queue; retrying");
                     }
                     let delay = Duration::from_millis(200 * u64::from(failures.min(25)));
@@ -405,6 +414,13 @@ impl<H: Handler> Consumer<H> {
             }
         }
     }
+}
+
+fn long_poll_timeouts(wait: Duration) -> aws_sdk_sqs::config::timeout::TimeoutConfig {
+    aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(wait + Duration::from_secs(10))
+        .operation_timeout(2 * wait + Duration::from_secs(25))
+        .build()
 }
 
 enum Outcome {

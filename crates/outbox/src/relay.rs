@@ -12,17 +12,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use service_kit::config::parse_duration;
 use futures::future::join_all;
 use rand::Rng;
+use service_kit::config::parse_duration;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Semaphore, watch};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::metrics::RelayMetrics;
-use crate::sqs::{Publisher, SendError, split_batches};
+use crate::sqs::{BatchOutcome, Publisher, SendError, split_batches};
 use crate::store::{self, Claimed, Failure};
 
 /// The Postgres channel the outbox trigger notifies.
@@ -41,7 +43,7 @@ pub struct RelayArgs {
     #[arg(long, env = "RELAY_BATCHES_IN_FLIGHT", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub relay_batches_in_flight: u16,
     /// Events one worker claims per database round trip (sent as batches of up to 10).
-    #[arg(long, env = "RELAY_CLAIM_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long, env = "RELAY_CLAIM_SIZE", default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub relay_claim_size: u16,
     /// Attempts before an event is parked for an operator.
     #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..))]
@@ -86,25 +88,32 @@ pub enum Outcome {
     Unavailable,
 }
 
+/// One SendMessageBatch call and what came of it.
+struct Sent {
+    rows: Vec<Claimed>,
+    result: Result<BatchOutcome, SendError>,
+}
+
 pub struct Relay<P> {
     pool: PgPool,
     publisher: Arc<P>,
     args: RelayArgs,
     id: Uuid,
     metrics: RelayMetrics,
-    in_flight: Arc<Semaphore>,
+    /// Consecutive rounds in which SQS could not be reached (0: healthy). The
+    /// claimers back off on it; the recorder sets it.
+    outage_rounds: AtomicU32,
 }
 
 impl<P: Publisher> Relay<P> {
     pub fn new(pool: PgPool, publisher: P, args: RelayArgs, metrics: RelayMetrics) -> Self {
-        let in_flight = Arc::new(Semaphore::new(args.relay_batches_in_flight.into()));
         Self {
             pool,
             publisher: Arc::new(publisher),
             args,
             id: Uuid::new_v4(),
             metrics,
-            in_flight,
+            outage_rounds: AtomicU32::new(0),
         }
     }
 
@@ -112,46 +121,67 @@ impl<P: Publisher> Relay<P> {
         self.id
     }
 
-    /// One step: claim due rows, send them in batches concurrently, record each
-    /// row's result. A row is marked published only if SQS accepted its entry.
+    /// One step, start to end: claim due rows, send them in batches
+    /// concurrently, record each row's result. A row is marked published only if
+    /// SQS accepted its entry. (The running relay does the same three steps as
+    /// a pipeline, see [`Relay::run`]; tests drive this to take one step at a time.)
     #[tracing::instrument(skip_all, fields(relay_id = %self.id))]
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
-        let rows = store::claim(
-            &self.pool,
-            self.id,
-            self.args.relay_claim_size.into(),
-            self.args.relay_lease,
-        )
-        .await?;
+        let rows = self.claim(self.args.relay_claim_size.into()).await?;
         if rows.is_empty() {
             return Ok(Outcome::Idle);
         }
-        let batches = split_batches(&rows);
-        let results = join_all(batches.iter().map(|batch| self.send(batch))).await;
+        let batches: Vec<Vec<Claimed>> = split_batches(&rows)
+            .into_iter()
+            .map(<[Claimed]>::to_vec)
+            .collect();
+        let in_flight = Semaphore::new(self.args.relay_batches_in_flight.into());
+        let sent = join_all(batches.into_iter().map(|rows| async {
+            let _permit = in_flight.acquire().await.expect("never closed");
+            self.send(rows).await
+        }))
+        .await;
+        self.record(&sent).await
+    }
 
-        let mut published: Vec<&Claimed> = Vec::with_capacity(rows.len());
+    async fn claim(&self, limit: i64) -> anyhow::Result<Vec<Claimed>> {
+        store::claim(&self.pool, self.id, limit, self.args.relay_lease).await
+    }
+
+    async fn send(&self, rows: Vec<Claimed>) -> Sent {
+        let started = Instant::now();
+        let result = self.publisher.publish(&rows).await;
+        self.metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
+        Sent { rows, result }
+    }
+
+    /// Writes the results of some sends back to the outbox: accepted entries
+    /// published, the rest rescheduled (or parked). Returns what happened.
+    async fn record(&self, sent: &[Sent]) -> anyhow::Result<Outcome> {
+        let mut published: Vec<&Claimed> = Vec::new();
         let mut failures = Vec::new();
+        let calls = sent.len();
         let mut calls_failed = 0;
-        let mut last_call_error: Option<SendError> = None;
-        for (batch, result) in batches.iter().zip(results) {
+        for Sent { rows, result } in sent {
             match result {
                 Ok(outcome) => {
-                    for (row, entry) in batch.iter().zip(outcome) {
+                    for (row, entry) in rows.iter().zip(outcome) {
                         match entry {
                             Ok(()) => published.push(row),
                             Err(e) => {
                                 self.metrics.failure(e.reason.as_str(), 1);
                                 tracing::warn!(event_id = %row.event_id, error = %e, "SQS refused an entry; will retry");
-                                failures.push(self.failure(row, &e));
+                                failures.push(self.failure(row, e));
                             }
                         }
                     }
                 }
                 Err(e) => {
                     calls_failed += 1;
-                    self.metrics.failure(e.reason.as_str(), batch.len() as u64);
-                    failures.extend(batch.iter().map(|row| self.failure(row, &e)));
-                    last_call_error = Some(e);
+                    self.metrics.failure(e.reason.as_str(), rows.len() as u64);
+                    failures.extend(rows.iter().map(|row| self.failure(row, e)));
                 }
             }
         }
@@ -175,34 +205,22 @@ impl<P: Publisher> Relay<P> {
                 "event parked after the maximum attempts; POST /api/outbox/{{eventId}}/retry resumes it");
         }
 
-        if calls_failed == batches.len() {
-            let error = last_call_error.map(|e| e.to_string()).unwrap_or_default();
-            tracing::debug!(events = rows.len(), %error, "SQS unavailable; events stay in the outbox");
+        if calls > 0 && calls_failed == calls {
+            let error = sent
+                .iter()
+                .find_map(|s| s.result.as_ref().err())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            self.note_outage(&error);
             return Ok(Outcome::Unavailable);
         }
-        tracing::debug!(
-            published = published.len(),
-            failed = failures.len(),
-            "relayed"
-        );
+        if !published.is_empty() {
+            self.note_recovery();
+        }
         Ok(Outcome::Sent {
             published: published.len(),
             failed: failures.len(),
         })
-    }
-
-    async fn send(&self, batch: &[Claimed]) -> Result<Vec<Result<(), SendError>>, SendError> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        let started = Instant::now();
-        let result = self.publisher.publish(batch).await;
-        self.metrics
-            .batch_duration
-            .observe(started.elapsed().as_secs_f64());
-        result
     }
 
     fn failure(&self, row: &Claimed, error: &SendError) -> Failure {
@@ -213,19 +231,43 @@ impl<P: Publisher> Relay<P> {
         }
     }
 
+    /// One warning when an outage starts, then at most one every 30 s.
+    fn note_outage(&self, error: &str) {
+        let rounds = self.outage_rounds.fetch_add(1, Ordering::Relaxed) + 1;
+        if rounds == 1 || rounds.is_multiple_of(30) {
+            tracing::warn!(rounds, %error, "relay cannot publish; events stay in the outbox and are retried with backoff");
+        }
+    }
+
+    fn note_recovery(&self) {
+        let rounds = self.outage_rounds.swap(0, Ordering::Relaxed);
+        if rounds > 0 {
+            tracing::info!(rounds, "SQS reachable again; draining the outbox");
+        }
+    }
+
     /// Exponential backoff with jitter, capped: base·2^(attempt-1), scaled by a
     /// random factor in [0.5, 1] so replicas retrying the same outage spread out.
     fn backoff(&self, attempt: i32) -> Duration {
-        let exp = self
-            .args
-            .relay_backoff_base
-            .saturating_mul(1u32 << (attempt - 1).clamp(0, 20) as u32);
-        let capped = exp.min(self.args.relay_backoff_max);
-        capped.mul_f64(rand::rng().random_range(0.5..=1.0))
+        backoff(
+            self.args.relay_backoff_base,
+            self.args.relay_backoff_max,
+            attempt,
+        )
     }
 
-    /// Runs the workers, the notification listener and retention until
-    /// `shutdown`; then gives back any claims still held.
+    /// Runs until `shutdown`, then gives back any claims still held.
+    ///
+    /// The three steps of [`Relay::run_once`] run here as a pipeline, so SQS
+    /// always has batches in flight while the database claims the next rows and
+    /// records the last results:
+    /// - `RELAY_WORKERS` claimers claim `RELAY_CLAIM_SIZE` rows at a time and
+    ///   queue them as batches (waiting when `RELAY_BATCHES_IN_FLIGHT` are queued);
+    /// - `RELAY_BATCHES_IN_FLIGHT` senders call SendMessageBatch;
+    /// - one recorder writes the results back, many batches per statement.
+    ///
+    /// Order per aggregate still holds: an aggregate's next row becomes
+    /// claimable only once the recorder has marked the previous one published.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let (wake_tx, wake_rx) = watch::channel(0u64);
         let listener = tokio::spawn(listen(self.pool.clone(), wake_tx, shutdown.clone()));
@@ -234,13 +276,44 @@ impl<P: Publisher> Relay<P> {
             self.args.outbox_retention,
             shutdown.clone(),
         ));
-        let workers: Vec<_> = (0..self.args.relay_workers)
-            .map(|_| tokio::spawn(Arc::clone(&self).work(wake_rx.clone(), shutdown.clone())))
+
+        let in_flight = usize::from(self.args.relay_batches_in_flight);
+        // Claimers → senders: bounded, so claiming waits while enough is queued.
+        let (batch_tx, batch_rx) = mpsc::channel::<Vec<Claimed>>(in_flight);
+        let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
+        let (sent_tx, sent_rx) = mpsc::unbounded_channel::<Sent>();
+        let claimers: Vec<_> = (0..self.args.relay_workers)
+            .map(|_| {
+                tokio::spawn(Arc::clone(&self).claim_loop(
+                    batch_tx.clone(),
+                    wake_rx.clone(),
+                    shutdown.clone(),
+                ))
+            })
             .collect();
-        tracing::info!(relay_id = %self.id, workers = workers.len(), "relay started");
-        for worker in workers {
-            let _ = worker.await;
+        drop(batch_tx);
+        let senders: Vec<_> = (0..in_flight)
+            .map(|_| {
+                let relay = Arc::clone(&self);
+                let (batches, sent) = (Arc::clone(&batch_rx), sent_tx.clone());
+                tokio::spawn(async move {
+                    // Ends when the claimers are gone and the queue is empty.
+                    loop {
+                        let next = batches.lock().await.recv().await;
+                        let Some(rows) = next else { break };
+                        let _ = sent.send(relay.send(rows).await);
+                    }
+                })
+            })
+            .collect();
+        drop(sent_tx);
+        let recorder = tokio::spawn(Arc::clone(&self).record_loop(sent_rx));
+        tracing::info!(relay_id = %self.id, claimers = claimers.len(), senders = senders.len(), "relay started");
+
+        for task in claimers.into_iter().chain(senders) {
+            let _ = task.await;
         }
+        let _ = recorder.await;
         let _ = listener.await;
         let _ = retention.await;
         match store::release(&self.pool, self.id).await {
@@ -253,57 +326,77 @@ impl<P: Publisher> Relay<P> {
         tracing::info!(relay_id = %self.id, "relay stopped");
     }
 
-    async fn work(self: Arc<Self>, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
-        let mut outage: Option<(Instant, u32)> = None; // since, consecutive failed rounds
-        let mut last_warning: Option<Instant> = None;
+    async fn claim_loop(
+        self: Arc<Self>,
+        batches: mpsc::Sender<Vec<Claimed>>,
+        mut wake: watch::Receiver<u64>,
+        shutdown: CancellationToken,
+    ) {
+        let mut db_failures = 0u32;
         while !shutdown.is_cancelled() {
+            // SQS is down: back off instead of claiming (and failing) the backlog.
+            let rounds = self.outage_rounds.load(Ordering::Relaxed);
+            if rounds > 0 {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(self.backoff(rounds as i32)) => {}
+                }
+            }
             // Seen before claiming: a notification that lands while we claim wakes the next wait.
             wake.borrow_and_update();
-            let pause = match self.run_once().await {
-                Ok(Outcome::Sent { .. }) => {
-                    if let Some((since, _)) = outage.take() {
-                        tracing::info!(
-                            outage_seconds = since.elapsed().as_secs(),
-                            "SQS reachable again; draining the outbox"
-                        );
+            match self.claim(self.args.relay_claim_size.into()).await {
+                Ok(rows) if !rows.is_empty() => {
+                    db_failures = 0;
+                    for batch in split_batches(&rows) {
+                        if batches.send(batch.to_vec()).await.is_err() {
+                            return;
+                        }
                     }
                     continue;
                 }
-                Ok(Outcome::Idle) => None,
-                Ok(Outcome::Unavailable) | Err(_) if shutdown.is_cancelled() => break,
-                result @ (Ok(Outcome::Unavailable) | Err(_)) => {
-                    let (since, rounds) = outage.get_or_insert((Instant::now(), 0));
-                    *rounds += 1;
-                    // One warning when an outage starts, then at most one every 30 s.
-                    if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(30)) {
-                        let error = match &result {
-                            Err(e) => format!("{e:#}"),
-                            _ => "SQS calls failed; events stay in the outbox and are retried with backoff".into(),
-                        };
-                        tracing::warn!(outage_seconds = since.elapsed().as_secs(), rounds = *rounds, %error, "relay cannot publish");
-                        last_warning = Some(Instant::now());
-                    }
-                    Some(self.backoff(*rounds as i32))
-                }
-            };
-            match pause {
-                // Backing off from an outage: notifications do not cut it short.
-                Some(delay) => {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-                None => {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        _ = wake.changed() => {}
-                        () = tokio::time::sleep(self.args.relay_poll_interval) => {}
+                Ok(_) => db_failures = 0,
+                Err(e) => {
+                    db_failures += 1;
+                    if db_failures == 1 || db_failures.is_multiple_of(30) {
+                        tracing::warn!(error = %format!("{e:#}"), "relay cannot claim from the outbox; retrying");
                     }
                 }
             }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = wake.changed(), if db_failures == 0 => {}
+                () = tokio::time::sleep(self.args.relay_poll_interval) => {}
+            }
         }
     }
+
+    async fn record_loop(self: Arc<Self>, mut sent: mpsc::UnboundedReceiver<Sent>) {
+        let mut pending = Vec::new();
+        // Whatever arrived while the last statement ran is recorded in one go.
+        while sent.recv_many(&mut pending, 256).await > 0 {
+            for attempt in 1..=3u64 {
+                match self.record(&pending).await {
+                    Ok(_) => break,
+                    Err(e) if attempt < 3 => {
+                        tracing::warn!(error = %format!("{e:#}"), attempt, "failed to record send results; retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    }
+                    // The rows stay claimed; after their lease they are sent
+                    // again (at least once, never lost).
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "failed to record send results; the rows are re-sent after their lease")
+                    }
+                }
+            }
+            pending.clear();
+        }
+    }
+}
+
+/// base·2^(attempt-1), capped at `max`, then scaled by a random factor in [0.5, 1].
+pub fn backoff(base: Duration, max: Duration, attempt: i32) -> Duration {
+    let exp = base.saturating_mul(1u32 << (attempt - 1).clamp(0, 20) as u32);
+    exp.min(max).mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
 /// Turns `NOTIFY outbox_events` into wake-ups. sqlx reconnects the listener when
@@ -395,6 +488,26 @@ async fn retain(pool: PgPool, retention: Duration, shutdown: CancellationToken) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for (attempt, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (40, 1000),
+        ] {
+            let d = backoff(base, max, attempt);
+            assert!(
+                d >= Duration::from_millis(full / 2) && d <= Duration::from_millis(full),
+                "{attempt}: {d:?}"
+            );
+        }
+    }
 
     #[test]
     fn defaults_parse() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use clap::Parser;
 use futures::StreamExt;
-use outbox::consumer::{Consumer, ConsumerArgs, Handled, HandleError, Handler, Received};
+use outbox::consumer::{Consumer, ConsumerArgs, HandleError, Handled, Handler, Received};
 use outbox::envelope::{EventEnvelope, FlightBookedV1, Money};
 use outbox::sqs::{Queue, QueueArgs};
 use payment_service::handler::PaymentHandler;
@@ -41,7 +41,10 @@ fn event() -> EventEnvelope {
         departure_date_time: chrono::Utc::now(),
         arrival_date_time: chrono::Utc::now() + chrono::Duration::minutes(75),
         passenger_name: Some("Ada Lovelace".into()),
-        fare: Money { amount: 9900, currency: "EUR".into() },
+        fare: Money {
+            amount: 9900,
+            currency: "EUR".into(),
+        },
         booked_at: chrono::Utc::now(),
     };
     EventEnvelope {
@@ -56,8 +59,16 @@ fn event() -> EventEnvelope {
     }
 }
 
-async fn filled_queue(client: &aws_sdk_sqs::Client, prefix: &str, events: usize) -> anyhow::Result<Queue> {
-    let url = outbox::sqs::create_queue(client, &format!("{prefix}-{}.fifo", Uuid::new_v4().simple())).await?;
+async fn filled_queue(
+    client: &aws_sdk_sqs::Client,
+    prefix: &str,
+    events: usize,
+) -> anyhow::Result<Queue> {
+    let url = outbox::sqs::create_queue(
+        client,
+        &format!("{prefix}-{}.fifo", Uuid::new_v4().simple()),
+    )
+    .await?;
     let envelopes: Vec<EventEnvelope> = (0..events).map(|_| event()).collect();
     let results: Vec<_> = futures::stream::iter(envelopes.chunks(10))
         .map(|chunk| {
@@ -74,7 +85,11 @@ async fn filled_queue(client: &aws_sdk_sqs::Client, prefix: &str, events: usize)
                         .expect("complete entry")
                 })
                 .collect();
-            client.send_message_batch().queue_url(&url).set_entries(Some(entries)).send()
+            client
+                .send_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
         })
         .buffer_unordered(8)
         .collect()
@@ -82,7 +97,13 @@ async fn filled_queue(client: &aws_sdk_sqs::Client, prefix: &str, events: usize)
     for r in results {
         r?;
     }
-    Ok(Queue::new(client.clone(), &QueueArgs { sqs_queue_url: Some(url), sqs_queue_name: None })?)
+    Ok(Queue::new(
+        client.clone(),
+        &QueueArgs {
+            sqs_queue_url: Some(url),
+            sqs_queue_name: None,
+        },
+    )?)
 }
 
 /// Does nothing: the consumer loop's own ceiling on this server.
@@ -106,7 +127,13 @@ async fn raw_ceiling(queue: &Queue, events: usize, loops: usize) -> anyhow::Resu
             let received = Arc::clone(&received);
             tokio::spawn(async move {
                 while received.load(std::sync::atomic::Ordering::Relaxed) < events {
-                    let output = client.receive_message().queue_url(&url).max_number_of_messages(10).wait_time_seconds(1).send().await?;
+                    let output = client
+                        .receive_message()
+                        .queue_url(&url)
+                        .max_number_of_messages(10)
+                        .wait_time_seconds(1)
+                        .send()
+                        .await?;
                     let messages = output.messages.unwrap_or_default();
                     if messages.is_empty() {
                         continue;
@@ -122,7 +149,12 @@ async fn raw_ceiling(queue: &Queue, events: usize, loops: usize) -> anyhow::Resu
                                 .expect("complete entry")
                         })
                         .collect();
-                    client.delete_message_batch().queue_url(&url).set_entries(Some(entries)).send().await?;
+                    client
+                        .delete_message_batch()
+                        .queue_url(&url)
+                        .set_entries(Some(entries))
+                        .send()
+                        .await?;
                     received.fetch_add(messages.len(), std::sync::atomic::Ordering::Relaxed);
                 }
                 anyhow::Ok(())
@@ -136,11 +168,17 @@ async fn raw_ceiling(queue: &Queue, events: usize, loops: usize) -> anyhow::Resu
 }
 
 async fn database() -> anyhow::Result<PgPool> {
-    let server = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let server = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let name = format!("bench_{}", Uuid::new_v4().simple());
     let admin = PgPool::connect(&format!("{server}/postgres")).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&admin).await?;
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(10).connect(&format!("{server}/{name}")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&admin)
+        .await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect(&format!("{server}/{name}"))
+        .await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }
@@ -149,8 +187,14 @@ async fn database() -> anyhow::Result<PgPool> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let loops = usize::from(args.consumer.consumer_concurrency);
-    let consumer_args = ConsumerArgs { consumer_wait_time: Duration::from_secs(1), ..args.consumer.clone() };
-    println!("consumer benchmark: {} events; {} receive loops of up to {} messages", args.events, loops, consumer_args.consumer_max_messages);
+    let consumer_args = ConsumerArgs {
+        consumer_wait_time: Duration::from_secs(1),
+        ..args.consumer.clone()
+    };
+    println!(
+        "consumer benchmark: {} events; {} receive loops of up to {} messages",
+        args.events, loops, consumer_args.consumer_max_messages
+    );
     let client = outbox::sqs::client().await;
 
     let raw_queue = filled_queue(&client, "bench-raw-recv", args.events).await?;
@@ -158,12 +202,19 @@ async fn main() -> anyhow::Result<()> {
 
     let pool = database().await?;
     let queue = filled_queue(&client, "bench-pay", args.events).await?;
-    let consumer = Arc::new(Consumer::new(queue, PaymentHandler::new(pool.clone(), 500_000), consumer_args.clone(), Default::default()));
+    let consumer = Arc::new(Consumer::new(
+        queue,
+        PaymentHandler::new(pool.clone(), 500_000),
+        consumer_args.clone(),
+        Default::default(),
+    ));
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let running = tokio::spawn(Arc::clone(&consumer).run(shutdown.clone()));
     loop {
-        let paid: i64 = sqlx::query_scalar("select count(*) from payment").fetch_one(&pool).await?;
+        let paid: i64 = sqlx::query_scalar("select count(*) from payment")
+            .fetch_one(&pool)
+            .await?;
         if paid as usize >= args.events {
             break;
         }
@@ -174,7 +225,12 @@ async fn main() -> anyhow::Result<()> {
     running.await?;
 
     let loop_queue = filled_queue(&client, "bench-discard", args.events).await?;
-    let discard = Arc::new(Consumer::new(loop_queue.clone(), Discard, consumer_args, Default::default()));
+    let discard = Arc::new(Consumer::new(
+        loop_queue.clone(),
+        Discard,
+        consumer_args,
+        Default::default(),
+    ));
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let running = tokio::spawn(Arc::clone(&discard).run(shutdown.clone()));
@@ -184,7 +240,9 @@ async fn main() -> anyhow::Result<()> {
             .get_queue_attributes()
             .queue_url(&url)
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            )
             .send()
             .await?
             .attributes
@@ -198,7 +256,13 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     running.await?;
 
-    println!("payments: {rate:>8.0} payments/s   raw receive+delete ceiling {raw:>8.0} msg/s   ratio {:.2} (goal >= 0.80)", rate / raw);
-    println!("loop:     {loop_rate:>8.0} msg/s through the consumer loop with a no-op handler (ratio {:.2} to the ceiling)", loop_rate / raw);
+    println!(
+        "payments: {rate:>8.0} payments/s   raw receive+delete ceiling {raw:>8.0} msg/s   ratio {:.2} (goal >= 0.80)",
+        rate / raw
+    );
+    println!(
+        "loop:     {loop_rate:>8.0} msg/s through the consumer loop with a no-op handler (ratio {:.2} to the ceiling)",
+        loop_rate / raw
+    );
     Ok(())
 }

@@ -155,7 +155,9 @@ mod tests {
     #[test]
     fn malformed_url_is_a_named_error() {
         let db = DatabaseArgs {
-            database_url: Some(SecretString::from("mysql://nope")),
+            database_url: Some(SecretString::from(
+                "postgres://db.example:not-a-port/booking",
+            )),
             ..args()
         };
         let err = db.connect_options("booking").unwrap_err();

@@ -34,13 +34,10 @@ impl FieldError {
 pub struct Problem {
     /// A URI reference naming the kind of problem.
     #[serde(rename = "type")]
-    #[schema(example = "/problems/validation-error")]
     pub kind: String,
     /// Short summary of the kind of problem.
-    #[schema(example = "Invalid request")]
     pub title: String,
     /// The HTTP status code.
-    #[schema(example = 422)]
     pub status: u16,
     /// What went wrong with this request.
     #[serde(skip_serializing_if = "Option::is_none")]

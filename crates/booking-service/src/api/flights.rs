@@ -161,6 +161,7 @@ pub async fn get_flight(
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Items per page, 1–100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,

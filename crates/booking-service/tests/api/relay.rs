@@ -294,13 +294,18 @@ impl Publisher for Flaky {
             *calls += 1;
             *calls
         };
-        if call % 7 == 0 {
+        if call.is_multiple_of(7) {
             return Err(SendError::new(
                 FailureReason::Unreachable,
                 "injected: connection refused",
             ));
         }
-        let refuse = |row: &Claimed| (row.event_id.as_u128().wrapping_add(call as u128)) % 4 == 0;
+        let refuse = |row: &Claimed| {
+            row.event_id
+                .as_u128()
+                .wrapping_add(call as u128)
+                .is_multiple_of(4)
+        };
         let forwarded: Vec<Claimed> = batch.iter().filter(|r| !refuse(r)).cloned().collect();
         let mut results = if forwarded.is_empty() {
             Vec::new()

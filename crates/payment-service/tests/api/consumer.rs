@@ -408,3 +408,32 @@ async fn one_group_is_handled_in_order_and_slow_messages_keep_their_visibility()
     let seen = recorder.seen.lock().unwrap().clone();
     assert_eq!(seen, (0..10).map(|n| n.to_string()).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_message_sent_during_a_long_idle_poll_is_paid_at_once() {
+    // The default 20 s long poll is longer than the client's 10 s attempt
+    // timeout for other calls; the receive must not be abandoned half-way.
+    let (queue, _dlq) = queue_with_dlq(5, 30).await;
+    let app = spawn_app(
+        &new_database_url(),
+        &queue,
+        &["--consumer-wait-time=20s", "--consumer-concurrency=1"],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(12)).await; // well into the first poll
+    let event = flight_booked(9900);
+    send_event(&queue, &event).await;
+    // An abandoned poll would hide the message for the 30 s visibility timeout.
+    let payment = eventually(
+        Duration::from_secs(20),
+        "paid before the visibility timeout",
+        || payment_of(&app, event.aggregate_id),
+    )
+    .await;
+    assert_eq!(payment["outcome"], "APPROVED");
+    let receives: i64 = sqlx::query_scalar("select count(*) from inbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(receives, 1);
+}

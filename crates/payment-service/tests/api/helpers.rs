@@ -36,8 +36,11 @@ pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> T
         format!("--database-url={database_url}"),
         format!("--sqs-queue-url={queue_url}"),
         "--max-connections=5".to_owned(),
-        "--consumer-wait-time=1s".to_owned(),
     ];
+    if !extra.iter().any(|a| a.starts_with("--consumer-wait-time")) {
+        // Short polls keep shutdown quick in tests.
+        args.push("--consumer-wait-time=1s".to_owned());
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let app = Application::build(Config::parse_from(args))
         .await
