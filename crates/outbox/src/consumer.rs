@@ -1,25 +1,38 @@
-//! The SQS consumer loop: long polling, per-group ordering, visibility
-//! extension and batched deletes. What a message *means* is the [`Handler`]'s
-//! business; it records its effect and the event id ([`crate::inbox`]) in one
+//! The SQS consumer: long polling, visibility extension, batched deletes, and
+//! exactly-once *effects*: every event of a receive is recorded in the inbox
+//! ([`crate::inbox`]) and applied by the [`Handler`] in one PostgreSQL
 //! transaction, so the loop can be at-least-once and the effect exactly-once.
 //!
-//! A message is deleted only after its handler finished (processed, or found to
-//! be a duplicate). A transient failure leaves it to come back after the
-//! visibility timeout; a poison message is made visible again at once so the
-//! queue's redrive policy moves it to the DLQ after `maxReceiveCount` receives.
+//! A handler first *decodes* each event, without I/O: what cannot be decoded
+//! (malformed, unknown type, unsupported version) is poison and never touches
+//! the database. The rest of a receive (up to 10 messages) is recorded in the
+//! inbox with one statement and applied in one transaction: one commit instead
+//! of ten. Messages are applied in receive order, so the messages of a FIFO
+//! group keep their order; after a poison message the rest of its group is left
+//! in the queue, untouched, to keep that order.
+//!
+//! A message is deleted only after the transaction that applied it (or found it
+//! a duplicate) committed. A transient failure (database down) rolls the batch
+//! back and leaves its messages to come back after the visibility timeout; a
+//! poison message is made visible again at once so the queue's redrive policy
+//! moves it to the DLQ after `maxReceiveCount` receives.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
     MessageSystemAttributeName,
 };
 use clap::Args;
-use futures::future::join_all;
 use service_kit::config::parse_duration;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+
+use crate::envelope::EventEnvelope;
+use crate::inbox;
 
 use crate::metrics::ConsumerMetrics;
 use crate::sqs::{Queue, SendError};
@@ -82,7 +95,7 @@ pub struct Received {
 }
 
 impl Received {
-    fn from_sqs(message: Message) -> Option<Self> {
+    pub fn from_sqs(message: Message) -> Option<Self> {
         let system = message.attributes.unwrap_or_default();
         let attribute = |name: &MessageSystemAttributeName| system.get(name).cloned();
         Some(Self {
@@ -102,34 +115,51 @@ impl Received {
     }
 }
 
-/// What a handler did with a message; either way it is deleted.
+/// What became of a message; either way it is deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
     Processed,
     Duplicate,
 }
 
-/// Why a handler did not finish a message.
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError {
-    /// It can never be processed (malformed, unknown type or version): left for
-    /// the redrive policy to move to the DLQ.
-    #[error("poison message ({reason}): {detail}")]
-    Poison {
-        reason: &'static str,
-        detail: String,
-    },
-    /// It may work later (database down): left to come back after the visibility timeout.
-    #[error("transient failure: {0:#}")]
-    Transient(#[from] anyhow::Error),
+/// An event that can never be applied: left for the redrive policy (DLQ).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("poison message ({reason}): {detail}")]
+pub struct Poison {
+    /// A short label for metrics.
+    pub reason: &'static str,
+    pub detail: String,
 }
 
-/// The business side of consuming.
+impl From<crate::envelope::ContractError> for Poison {
+    fn from(e: crate::envelope::ContractError) -> Self {
+        Self {
+            reason: e.reason(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// The business side of consuming: the effect of one event.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(
+    /// The decoded event.
+    type Event: Send + Sync;
+
+    /// Reads the event out of its envelope, or says why it can never be
+    /// applied. No I/O: poison is decided before anything is written.
+    fn decode(&self, envelope: &EventEnvelope) -> Result<Self::Event, Poison>;
+
+    /// Applies the event on `tx`, the consumer's transaction, in which its id
+    /// is already recorded as new in the inbox. `Duplicate` when the effect
+    /// turns out to exist already (a second event for one booking, say). An
+    /// error rolls the whole receive back, to be retried after the visibility
+    /// timeout.
+    fn apply(
         &self,
-        message: &Received,
-    ) -> impl Future<Output = Result<Handled, HandleError>> + Send;
+        tx: &mut PgConnection,
+        envelope: &EventEnvelope,
+        event: &Self::Event,
+    ) -> impl Future<Output = anyhow::Result<Handled>> + Send;
 }
 
 /// What one [`Consumer::run_once`] did.
@@ -142,6 +172,7 @@ pub struct Report {
 }
 
 pub struct Consumer<H> {
+    pool: PgPool,
     queue: Queue,
     handler: Arc<H>,
     args: ConsumerArgs,
@@ -149,8 +180,15 @@ pub struct Consumer<H> {
 }
 
 impl<H: Handler> Consumer<H> {
-    pub fn new(queue: Queue, handler: H, args: ConsumerArgs, metrics: ConsumerMetrics) -> Self {
+    pub fn new(
+        pool: PgPool,
+        queue: Queue,
+        handler: H,
+        args: ConsumerArgs,
+        metrics: ConsumerMetrics,
+    ) -> Self {
         Self {
+            pool,
             queue,
             handler: Arc::new(handler),
             args,
@@ -209,35 +247,9 @@ impl<H: Handler> Consumer<H> {
     }
 
     async fn process(&self, url: &str, messages: Vec<Received>) -> Report {
-        let mut report = Report {
-            received: messages.len(),
-            ..Report::default()
-        };
         self.metrics.received.inc_by(messages.len() as u64);
-
-        // Messages of one FIFO group are handled one after the other, in order;
-        // groups (and standard-queue messages) run concurrently.
-        let mut groups: Vec<Vec<Received>> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for message in messages {
-            match message.group_id.clone() {
-                Some(group) => match index.get(&group) {
-                    Some(&i) => groups[i].push(message),
-                    None => {
-                        index.insert(group, groups.len());
-                        groups.push(vec![message]);
-                    }
-                },
-                None => groups.push(vec![message]),
-            }
-        }
-
         let unfinished: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(
-            groups
-                .iter()
-                .flatten()
-                .map(|m| m.receipt_handle.clone())
-                .collect(),
+            messages.iter().map(|m| m.receipt_handle.clone()).collect(),
         ));
         let heartbeat = tokio::spawn(extend_visibility(
             self.queue.clone(),
@@ -245,36 +257,32 @@ impl<H: Handler> Consumer<H> {
             Arc::clone(&unfinished),
             self.args.consumer_visibility_timeout,
         ));
-
-        let results = join_all(
-            groups
-                .iter()
-                .map(|group| self.handle_group(group, &unfinished)),
-        )
-        .await;
+        let outcomes = self.apply(&messages).await;
         heartbeat.abort();
 
+        let mut report = Report {
+            received: messages.len(),
+            ..Report::default()
+        };
         let mut done = Vec::new();
         let mut release = Vec::new();
-        for outcomes in results {
-            for (message, outcome) in outcomes {
-                match outcome {
-                    Outcome::Done(Handled::Processed) => {
-                        report.processed += 1;
-                        done.push(message);
-                    }
-                    Outcome::Done(Handled::Duplicate) => {
-                        report.duplicates += 1;
-                        done.push(message);
-                    }
-                    Outcome::Poison => {
-                        report.failed += 1;
-                        release.push(message);
-                    }
-                    Outcome::Transient => report.failed += 1,
-                    // Behind a failed message of its group: back in the queue, in order.
-                    Outcome::Skipped => release.push(message),
+        for (message, outcome) in messages.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Done(Handled::Processed) => {
+                    report.processed += 1;
+                    done.push(message);
                 }
+                Outcome::Done(Handled::Duplicate) => {
+                    report.duplicates += 1;
+                    done.push(message);
+                }
+                Outcome::Poison => {
+                    report.failed += 1;
+                    release.push(message);
+                }
+                Outcome::Transient => report.failed += 1,
+                // Behind a poison message of its group: back in the queue, in order.
+                Outcome::Skipped => release.push(message),
             }
         }
         self.delete(url, &done).await;
@@ -282,55 +290,120 @@ impl<H: Handler> Consumer<H> {
         report
     }
 
-    async fn handle_group<'a>(
-        &self,
-        group: &'a [Received],
-        unfinished: &Mutex<HashSet<String>>,
-    ) -> Vec<(&'a Received, Outcome)> {
-        let mut outcomes = Vec::with_capacity(group.len());
-        let mut blocked = false;
-        for message in group {
-            if blocked {
-                outcomes.push((message, Outcome::Skipped));
-                continue;
+    /// The transactional half of handling a receive: records and applies every
+    /// message in one transaction and commits, but deletes nothing. (Tests use
+    /// it to play a consumer that dies between its commit and its deletes.)
+    pub async fn apply(&self, messages: &[Received]) -> Vec<Outcome> {
+        let started = Instant::now();
+        let outcomes = match self.apply_in_transaction(messages).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                self.metrics.failure("transient");
+                tracing::warn!(error = %format!("{e:#}"), messages = messages.len(),
+                    "messages not processed; they come back after the visibility timeout");
+                // Poison stays poison (it never touched the database); the rest is retried.
+                messages
+                    .iter()
+                    .map(
+                        |m| match EventEnvelope::parse(&m.body).map_err(Poison::from) {
+                            Ok(envelope) if self.handler.decode(&envelope).is_ok() => {
+                                Outcome::Transient
+                            }
+                            _ => Outcome::Poison,
+                        },
+                    )
+                    .collect()
             }
-            let started = Instant::now();
-            let span = tracing::info_span!("message", message_id = %message.message_id,
-                traceparent = message.traceparent.as_deref().unwrap_or(""), receive_count = message.receive_count);
-            let result = tracing::Instrument::instrument(self.handler.handle(message), span).await;
-            self.metrics
-                .handling_latency
-                .observe(started.elapsed().as_secs_f64());
-            unfinished
-                .lock()
-                .expect("not poisoned")
-                .remove(&message.receipt_handle);
-            let outcome = match result {
-                Ok(handled) => {
-                    match handled {
-                        Handled::Processed => self.metrics.processed.inc(),
-                        Handled::Duplicate => self.metrics.duplicates.inc(),
-                    };
-                    Outcome::Done(handled)
-                }
-                Err(HandleError::Poison { reason, detail }) => {
-                    self.metrics.failure(reason);
-                    tracing::error!(message_id = %message.message_id, receive_count = message.receive_count, reason, %detail,
-                        "poison message left for the redrive policy (DLQ)");
-                    blocked = true;
-                    Outcome::Poison
-                }
-                Err(HandleError::Transient(e)) => {
-                    self.metrics.failure("transient");
-                    tracing::warn!(message_id = %message.message_id, error = %format!("{e:#}"),
-                        "message not processed; it comes back after the visibility timeout");
-                    blocked = true;
-                    Outcome::Transient
-                }
+        };
+        let per_message = started.elapsed().as_secs_f64() / messages.len().max(1) as f64;
+        for outcome in &outcomes {
+            self.metrics.handling_latency.observe(per_message);
+            match outcome {
+                Outcome::Done(Handled::Processed) => self.metrics.processed.inc(),
+                Outcome::Done(Handled::Duplicate) => self.metrics.duplicates.inc(),
+                _ => 0,
             };
-            outcomes.push((message, outcome));
         }
         outcomes
+    }
+
+    async fn apply_in_transaction(&self, messages: &[Received]) -> anyhow::Result<Vec<Outcome>> {
+        // Decode everything first; poison blocks the rest of its group.
+        let mut blocked: HashSet<&str> = HashSet::new();
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(messages.len());
+        let mut decoded = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            let group = message.group_id.as_deref();
+            if group.is_some_and(|g| blocked.contains(g)) {
+                outcomes.push(Some(Outcome::Skipped));
+                continue;
+            }
+            let result = EventEnvelope::parse(&message.body)
+                .map_err(Poison::from)
+                .and_then(|envelope| Ok((self.handler.decode(&envelope)?, envelope)));
+            match result {
+                Ok((event, envelope)) => {
+                    decoded.push((i, envelope, event));
+                    outcomes.push(None);
+                }
+                Err(poison) => {
+                    self.poison(message, &poison);
+                    if let Some(group) = group {
+                        blocked.insert(group);
+                    }
+                    outcomes.push(Some(Outcome::Poison));
+                }
+            }
+        }
+
+        if !decoded.is_empty() {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .context("Failed to begin a transaction")?;
+            let entries: Vec<inbox::Entry> = decoded
+                .iter()
+                .map(|(i, envelope, _)| inbox::Entry {
+                    event_id: envelope.event_id,
+                    event_type: &envelope.event_type,
+                    message_id: &messages[*i].message_id,
+                })
+                .collect();
+            let mut new = inbox::record(&mut tx, &entries).await?;
+            for (i, envelope, event) in &decoded {
+                let message = &messages[*i];
+                // `remove`: the same event twice in one receive is applied once.
+                let outcome = if new.remove(&envelope.event_id) {
+                    let span = tracing::info_span!("message", message_id = %message.message_id,
+                        event_id = %envelope.event_id, traceparent = message.traceparent.as_deref().unwrap_or(""),
+                        receive_count = message.receive_count);
+                    let handled = tracing::Instrument::instrument(
+                        self.handler.apply(&mut tx, envelope, event),
+                        span,
+                    )
+                    .await?;
+                    Outcome::Done(handled)
+                } else {
+                    tracing::info!(message_id = %message.message_id, event_id = %envelope.event_id, "duplicate delivery skipped");
+                    Outcome::Done(Handled::Duplicate)
+                };
+                outcomes[*i] = Some(outcome);
+            }
+            tx.commit()
+                .await
+                .context("Failed to commit the received messages")?;
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every message has an outcome"))
+            .collect())
+    }
+
+    fn poison(&self, message: &Received, poison: &Poison) {
+        self.metrics.failure(poison.reason);
+        tracing::error!(message_id = %message.message_id, receive_count = message.receive_count,
+            reason = poison.reason, detail = %poison.detail, "poison message left for the redrive policy (DLQ)");
     }
 
     async fn delete(&self, url: &str, messages: &[&Received]) {
@@ -423,10 +496,16 @@ fn long_poll_timeouts(wait: Duration) -> aws_sdk_sqs::config::timeout::TimeoutCo
         .build()
 }
 
-enum Outcome {
+/// What became of one message of a receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed (or found already done): delete it.
     Done(Handled),
+    /// Can never be processed: left for the redrive policy.
     Poison,
+    /// Rolled back with its receive: comes back after the visibility timeout.
     Transient,
+    /// Behind a poison message of its FIFO group: back to the queue, untouched.
     Skipped,
 }
 

@@ -3,30 +3,46 @@
 //! id in the same transaction as the effect. A second delivery finds the id and
 //! does nothing.
 
+use std::collections::HashSet;
+
 use anyhow::Context;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Records `event_id` as processed on the caller's connection (pass the business
-/// transaction). `true`: first time, go ahead with the effect. `false`: already
-/// processed, skip it and acknowledge the message.
+/// One event to record.
+pub struct Entry<'a> {
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub message_id: &'a str,
+}
+
+/// Records the events as processed on the caller's connection (pass the
+/// business transaction) and returns the ids that were new: apply those, skip
+/// the others. One statement for a whole receive.
 ///
 /// Concurrent deliveries of the same event serialise on the primary key: the
 /// second insert waits for the first transaction and then sees the conflict.
 pub async fn record(
     conn: &mut PgConnection,
-    event_id: Uuid,
-    event_type: &str,
-    message_id: Option<&str>,
-) -> anyhow::Result<bool> {
-    let inserted = sqlx::query!(
-        "insert into inbox (event_id, event_type, message_id) values ($1, $2, $3) on conflict (event_id) do nothing",
-        event_id,
-        event_type,
-        message_id,
+    entries: &[Entry<'_>],
+) -> anyhow::Result<HashSet<Uuid>> {
+    if entries.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<Uuid> = entries.iter().map(|e| e.event_id).collect();
+    let types: Vec<String> = entries.iter().map(|e| e.event_type.to_owned()).collect();
+    let messages: Vec<String> = entries.iter().map(|e| e.message_id.to_owned()).collect();
+    let new = sqlx::query_scalar!(
+        r#"insert into inbox (event_id, event_type, message_id)
+           select * from unnest($1::uuid[], $2::text[], $3::text[])
+           on conflict (event_id) do nothing
+           returning event_id"#,
+        &ids,
+        &types,
+        &messages,
     )
-    .execute(conn)
+    .fetch_all(conn)
     .await
-    .context("Failed to record the event in the inbox")?;
-    Ok(inserted.rows_affected() == 1)
+    .context("Failed to record the events in the inbox")?;
+    Ok(new.into_iter().collect())
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use clap::Parser;
 use futures::StreamExt;
-use outbox::consumer::{Consumer, ConsumerArgs, HandleError, Handled, Handler, Received};
+use outbox::consumer::{Consumer, ConsumerArgs, Handled, Handler, Poison};
 use outbox::envelope::{EventEnvelope, FlightBookedV1, Money};
 use outbox::sqs::{Queue, QueueArgs};
 use payment_service::handler::PaymentHandler;
@@ -106,11 +106,22 @@ async fn filled_queue(
     )?)
 }
 
-/// Does nothing: the consumer loop's own ceiling on this server.
+/// Applies nothing: the consumer loop's own ceiling (receive, inbox, commit, delete).
 struct Discard;
 
 impl Handler for Discard {
-    async fn handle(&self, _message: &Received) -> Result<Handled, HandleError> {
+    type Event = ();
+
+    fn decode(&self, _envelope: &EventEnvelope) -> Result<(), Poison> {
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        _tx: &mut sqlx::PgConnection,
+        _envelope: &EventEnvelope,
+        _event: &(),
+    ) -> anyhow::Result<Handled> {
         Ok(Handled::Processed)
     }
 }
@@ -203,8 +214,9 @@ async fn main() -> anyhow::Result<()> {
     let pool = database().await?;
     let queue = filled_queue(&client, "bench-pay", args.events).await?;
     let consumer = Arc::new(Consumer::new(
+        pool.clone(),
         queue,
-        PaymentHandler::new(pool.clone(), 500_000),
+        PaymentHandler::new(500_000),
         consumer_args.clone(),
         Default::default(),
     ));
@@ -226,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
 
     let loop_queue = filled_queue(&client, "bench-discard", args.events).await?;
     let discard = Arc::new(Consumer::new(
+        pool.clone(),
         loop_queue.clone(),
         Discard,
         consumer_args,

@@ -39,8 +39,9 @@ impl Application {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         let consumer = queue.map(|queue| {
-            let handler = PaymentHandler::new(pool.clone(), config.payment_decline_above);
+            let handler = PaymentHandler::new(config.payment_decline_above);
             Arc::new(Consumer::new(
+                pool.clone(),
                 queue,
                 handler,
                 config.consumer.clone(),

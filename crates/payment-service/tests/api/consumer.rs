@@ -90,26 +90,6 @@ async fn the_same_event_delivered_three_times_and_redelivered_is_paid_once() {
     assert_eq!(inbox, 1);
 }
 
-/// Commits the payment, then "crashes" before the delete: the message comes
-/// back after the visibility timeout and must not be charged again.
-struct CrashBeforeDelete {
-    inner: payment_service::handler::PaymentHandler,
-    crashed: std::sync::atomic::AtomicBool,
-}
-
-impl outbox::consumer::Handler for CrashBeforeDelete {
-    async fn handle(
-        &self,
-        message: &outbox::consumer::Received,
-    ) -> Result<outbox::consumer::Handled, outbox::consumer::HandleError> {
-        let handled = self.inner.handle(message).await?;
-        if !self.crashed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return Err(anyhow::anyhow!("injected crash after commit").into());
-        }
-        Ok(handled)
-    }
-}
-
 #[tokio::test]
 async fn a_message_redelivered_after_a_crash_before_delete_is_not_charged_twice() {
     let (queue_url, _dlq) = queue_with_dlq(10, 1).await;
@@ -132,22 +112,42 @@ async fn a_message_redelivered_after_a_crash_before_delete_is_not_charged_twice(
         consumer_visibility_timeout: Duration::from_secs(1),
         ..outbox::consumer::ConsumerArgs::defaults()
     };
-    let handler = CrashBeforeDelete {
-        inner: payment_service::handler::PaymentHandler::new(app.pool.clone(), 500_000),
-        crashed: Default::default(),
-    };
-    let consumer = outbox::consumer::Consumer::new(queue, handler, args, Default::default());
+    let consumer = outbox::consumer::Consumer::new(
+        app.pool.clone(),
+        queue,
+        payment_service::handler::PaymentHandler::new(500_000),
+        args,
+        Default::default(),
+    );
     send_event(&queue_url, &flight_booked(9900)).await;
 
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let first = eventually(Duration::from_secs(10), "the first delivery", || async {
-        let report = consumer.run_once(&shutdown).await.unwrap();
-        (report.received > 0).then_some(report)
+    // A consumer receives the message and commits its payment, then dies
+    // before deleting it.
+    let doomed = eventually(Duration::from_secs(10), "the first delivery", || async {
+        let output = sqs()
+            .await
+            .receive_message()
+            .queue_url(&queue_url)
+            .visibility_timeout(1)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        output.messages.unwrap_or_default().into_iter().next()
     })
     .await;
-    assert_eq!(first.failed, 1, "crashed before the delete");
-    assert_eq!(app.payments().await, 1, "but the payment was committed");
+    let received = outbox::consumer::Received::from_sqs(doomed).unwrap();
+    let outcomes = consumer.apply(std::slice::from_ref(&received)).await;
+    assert_eq!(
+        outcomes,
+        [outbox::consumer::Outcome::Done(
+            outbox::consumer::Handled::Processed
+        )]
+    );
+    assert_eq!(app.payments().await, 1);
 
+    // After the visibility timeout the message is back, and recognised.
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let second = eventually(Duration::from_secs(10), "the redelivery", || async {
         let report = consumer.run_once(&shutdown).await.unwrap();
         (report.received > 0).then_some(report)
@@ -347,12 +347,23 @@ struct Recorder {
 struct Shared(std::sync::Arc<Recorder>);
 
 impl outbox::consumer::Handler for Shared {
-    async fn handle(
+    type Event = Value;
+
+    fn decode(
         &self,
-        message: &outbox::consumer::Received,
-    ) -> Result<outbox::consumer::Handled, outbox::consumer::HandleError> {
+        envelope: &outbox::envelope::EventEnvelope,
+    ) -> Result<Value, outbox::consumer::Poison> {
+        Ok(envelope.payload.clone())
+    }
+
+    async fn apply(
+        &self,
+        _tx: &mut sqlx::PgConnection,
+        _envelope: &outbox::envelope::EventEnvelope,
+        payload: &Value,
+    ) -> anyhow::Result<outbox::consumer::Handled> {
         tokio::time::sleep(self.0.delay).await;
-        self.0.seen.lock().unwrap().push(message.body.clone());
+        self.0.seen.lock().unwrap().push(payload["n"].to_string());
         Ok(outbox::consumer::Handled::Processed)
     }
 }
@@ -360,9 +371,24 @@ impl outbox::consumer::Handler for Shared {
 #[tokio::test]
 async fn one_group_is_handled_in_order_and_slow_messages_keep_their_visibility() {
     let (queue_url, _dlq) = queue_with_dlq(5, 1).await;
+    let booking = uuid::Uuid::now_v7();
     for n in 0..10 {
-        send(&queue_url, "one-booking", &n.to_string()).await;
+        let mut event = flight_booked(100);
+        event.aggregate_id = booking;
+        event.payload = json!({ "n": n });
+        send_event(&queue_url, &event).await;
     }
+    let pool = sqlx::PgPool::connect(&format!("{}/postgres", database_server()))
+        .await
+        .unwrap();
+    let database = new_database_url();
+    let name = database.rsplit('/').next().unwrap().to_owned();
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    payment_service::startup::MIGRATOR.run(&pool).await.unwrap();
     let recorder = std::sync::Arc::new(Recorder {
         seen: Default::default(),
         delay: Duration::from_millis(250),
@@ -382,6 +408,7 @@ async fn one_group_is_handled_in_order_and_slow_messages_keep_their_visibility()
     .unwrap();
     let make = || {
         outbox::consumer::Consumer::new(
+            pool.clone(),
             queue.clone(),
             Shared(recorder.clone()),
             args.clone(),
@@ -436,4 +463,68 @@ async fn a_message_sent_during_a_long_idle_poll_is_paid_at_once() {
         .await
         .unwrap();
     assert_eq!(receives, 1);
+}
+
+#[tokio::test]
+async fn on_shutdown_the_consumer_finishes_and_deletes_what_it_holds() {
+    let (queue_url, _dlq) = queue_with_dlq(5, 30).await;
+    for _ in 0..3 {
+        send_event(&queue_url, &flight_booked(100)).await;
+    }
+    let database = new_database_url();
+    let name = database.rsplit('/').next().unwrap().to_owned();
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", database_server()))
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    payment_service::startup::MIGRATOR.run(&pool).await.unwrap();
+    let recorder = std::sync::Arc::new(Recorder {
+        seen: Default::default(),
+        delay: Duration::from_millis(500),
+    });
+    let queue = outbox::sqs::Queue::new(
+        sqs().await,
+        &outbox::sqs::QueueArgs {
+            sqs_queue_url: Some(queue_url.clone()),
+            sqs_queue_name: None,
+        },
+    )
+    .unwrap();
+    let args = outbox::consumer::ConsumerArgs {
+        consumer_wait_time: Duration::from_secs(1),
+        consumer_concurrency: 1,
+        ..outbox::consumer::ConsumerArgs::defaults()
+    };
+    let consumer = std::sync::Arc::new(outbox::consumer::Consumer::new(
+        pool.clone(),
+        queue,
+        Shared(recorder.clone()),
+        args,
+        Default::default(),
+    ));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(consumer.run(shutdown.clone()));
+    eventually(Duration::from_secs(10), "handling has started", || async {
+        (!recorder.seen.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+
+    shutdown.cancel(); // SIGTERM, mid-batch
+    run.await.unwrap();
+
+    let handled = recorder.seen.lock().unwrap().len() as i64;
+    let inbox: i64 = sqlx::query_scalar("select count(*) from inbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(inbox, handled, "what was handled was committed");
+    assert_eq!(
+        queue_depth(&queue_url).await,
+        3 - handled,
+        "what was committed was deleted, nothing else"
+    );
 }
