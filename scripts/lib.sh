@@ -144,3 +144,93 @@ stop_sqs() {
   fi
   SQS_PID=
 }
+
+# --- The whole system in the background (story and browser tests) -------------
+# Callers set BOOKING_PORT, PAYMENT_PORT, PG_PORT, QUEUE_NAME and define
+# `failed MESSAGE`; `system_start LOG [VAR=VALUE...]` starts scripts/run.sh with
+# them (plus the VAR=VALUE settings), `system_wait_up SECONDS` waits for it, and
+# on exit it is stopped (`system_stop`: nothing of it may be left running) and
+# its queues are deleted.
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Fails (returns 1) when a service port is taken.
+system_ports_free() {
+  local port
+  for port in "$BOOKING_PORT" "$PAYMENT_PORT"; do
+    if port_open "$port"; then
+      printf '\033[1;31merror:\033[0m port %s is taken (another test run?); choose others (see the settings at the top of %s)\n' "$port" "$0" >&2
+      return 1
+    fi
+  done
+}
+
+system_start() {
+  SYSTEM_LOG="$1"; shift
+  # A PostgreSQL already there is used (and left running); otherwise run.sh starts one.
+  SYSTEM_PORTS=("$BOOKING_PORT" "$PAYMENT_PORT")
+  port_open "$PG_PORT" || SYSTEM_PORTS+=("$PG_PORT")
+  SYSTEM_QUEUES=("$QUEUE_NAME" "${QUEUE_NAME%.fifo}-dlq.fifo")
+  on_exit system_delete_queues
+  log "starting scripts/run.sh: booking :$BOOKING_PORT, payment :$PAYMENT_PORT, PostgreSQL :$PG_PORT, queue $QUEUE_NAME (log $SYSTEM_LOG)"
+  # setsid: run.sh leads a process group of its own, so whatever it leaves behind can be found.
+  env BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" PG_PORT="$PG_PORT" QUEUE_NAME="$QUEUE_NAME" "$@" \
+    setsid bash "$ROOT/scripts/run.sh" >"$SYSTEM_LOG" 2>&1 </dev/null &
+  SYSTEM_PID=$!
+  on_exit system_stop
+}
+
+system_wait_up() {
+  local deadline=$(($(date +%s) + $1))
+  until grep -q "The outbox system is up." "$SYSTEM_LOG" 2>/dev/null; do
+    if ! kill -0 "$SYSTEM_PID" 2>/dev/null; then
+      failed "scripts/run.sh exited before the system was up; the end of $SYSTEM_LOG:"
+      tail -n 30 "$SYSTEM_LOG" >&2
+      return 1
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      failed "the system was not up after $1 s; the end of $SYSTEM_LOG:"
+      tail -n 30 "$SYSTEM_LOG" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+system_stop() {
+  [ -n "${SYSTEM_PID:-}" ] || return 0
+  local pid="$SYSTEM_PID" left="" port
+  SYSTEM_PID=
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping scripts/run.sh (SIGTERM to $pid)"
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  # Anything of run.sh's process group still alive was not stopped by it.
+  for _ in $(seq 1 50); do
+    left="$(pgrep -g "$pid" 2>/dev/null | tr '\n' ' ')"
+    [ -z "$left" ] && break
+    sleep 0.1
+  done
+  if [ -n "$left" ]; then
+    failed "left running after run.sh stopped: $(ps -o pid=,args= -p "${left// /,}" 2>/dev/null | tr '\n' ';')"
+    kill -KILL -- "-$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null
+  for port in "${SYSTEM_PORTS[@]}"; do
+    if port_open "$port"; then failed "port $port still answers after run.sh stopped"; fi
+  done
+}
+
+system_delete_queues() {
+  local name url
+  for name in "${SYSTEM_QUEUES[@]}"; do
+    url="$(sqs_call GetQueueUrl "{\"QueueName\":\"$name\"}" | json_field QueueUrl)" \
+      && sqs_call DeleteQueue "{\"QueueUrl\":\"$url\"}" >/dev/null
+  done
+  return 0
+}

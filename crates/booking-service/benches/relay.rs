@@ -54,22 +54,6 @@ fn envelope(i: usize) -> String {
     .to_string()
 }
 
-async fn database() -> anyhow::Result<PgPool> {
-    let server = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let name = format!("bench_{}", Uuid::new_v4().simple());
-    let admin = PgPool::connect(&format!("{server}/postgres")).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&admin)
-        .await?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(20)
-        .connect(&format!("{server}/{name}"))
-        .await?;
-    MIGRATOR.run(&pool).await?;
-    Ok(pool)
-}
-
 async fn queue(client: &aws_sdk_sqs::Client, prefix: &str) -> anyhow::Result<(Queue, String)> {
     let url = outbox::sqs::create_queue(
         client,
@@ -165,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     //    after the drain: this machine is shared, so one reading can be off).
     let (_, raw_url) = queue(&client, "bench-raw").await?;
     let raw_before = raw_ceiling(&client, &raw_url, args.events, concurrency).await?;
-    let pool = database().await?;
+    let (_, pool) = service_kit::testing::fresh_database("bench", &MIGRATOR).await?;
     prefill(&pool, args.events).await?;
     // A backlog that waited through an outage has been seen by autovacuum; a
     // freshly bulk-inserted one has not (first reads would pay for hint bits).

@@ -18,7 +18,6 @@ use outbox::envelope::{EventEnvelope, FlightBookedV1, Money};
 use outbox::sqs::{Queue, QueueArgs};
 use payment_service::handler::PaymentHandler;
 use payment_service::startup::MIGRATOR;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -178,22 +177,6 @@ async fn raw_ceiling(queue: &Queue, events: usize, loops: usize) -> anyhow::Resu
     Ok(events as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn database() -> anyhow::Result<PgPool> {
-    let server = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let name = format!("bench_{}", Uuid::new_v4().simple());
-    let admin = PgPool::connect(&format!("{server}/postgres")).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&admin)
-        .await?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(10)
-        .connect(&format!("{server}/{name}"))
-        .await?;
-    MIGRATOR.run(&pool).await?;
-    Ok(pool)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -211,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
     let raw_queue = filled_queue(&client, "bench-raw-recv", args.events).await?;
     let raw = raw_ceiling(&raw_queue, args.events, loops).await?;
 
-    let pool = database().await?;
+    let (_, pool) = service_kit::testing::fresh_database("bench", &MIGRATOR).await?;
     let queue = filled_queue(&client, "bench-pay", args.events).await?;
     let consumer = Arc::new(Consumer::new(
         pool.clone(),

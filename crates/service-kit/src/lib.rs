@@ -16,3 +16,4 @@ pub mod http;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testing;

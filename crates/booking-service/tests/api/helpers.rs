@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+pub use service_kit::testing::eventually;
+
 use booking_service::config::Config;
 use booking_service::startup::Application;
 use clap::Parser;
@@ -7,12 +9,6 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// Server root without a database name; each test gets its own database on it.
-pub fn database_server() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
 
 pub fn sample_body() -> Value {
     json!({
@@ -58,7 +54,7 @@ pub async fn spawn_replica(
 
 async fn spawn_with(queue_url: Option<String>, extra: &[&str]) -> TestApp {
     service_kit::telemetry::init_for_tests();
-    let database_url = format!("{}/t_{}", database_server(), Uuid::new_v4().simple());
+    let database_url = service_kit::testing::new_database_url("t");
     start(database_url, queue_url, extra).await
 }
 
@@ -162,25 +158,6 @@ pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
         "{body}"
     );
     body
-}
-
-/// Waits for `check` to return `Some`, up to `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 pub fn unique_queue(prefix: &str) -> String {

@@ -378,17 +378,7 @@ async fn one_group_is_handled_in_order_and_slow_messages_keep_their_visibility()
         event.payload = json!({ "n": n });
         send_event(&queue_url, &event).await;
     }
-    let pool = sqlx::PgPool::connect(&format!("{}/postgres", database_server()))
-        .await
-        .unwrap();
-    let database = new_database_url();
-    let name = database.rsplit('/').next().unwrap().to_owned();
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let pool = sqlx::PgPool::connect(&database).await.unwrap();
-    payment_service::startup::MIGRATOR.run(&pool).await.unwrap();
+    let pool = fresh_pool().await;
     let recorder = std::sync::Arc::new(Recorder {
         seen: Default::default(),
         delay: Duration::from_millis(250),
@@ -471,17 +461,7 @@ async fn on_shutdown_the_consumer_finishes_and_deletes_what_it_holds() {
     for _ in 0..3 {
         send_event(&queue_url, &flight_booked(100)).await;
     }
-    let database = new_database_url();
-    let name = database.rsplit('/').next().unwrap().to_owned();
-    let admin = sqlx::PgPool::connect(&format!("{}/postgres", database_server()))
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let pool = sqlx::PgPool::connect(&database).await.unwrap();
-    payment_service::startup::MIGRATOR.run(&pool).await.unwrap();
+    let pool = fresh_pool().await;
     let recorder = std::sync::Arc::new(Recorder {
         seen: Default::default(),
         delay: Duration::from_millis(500),

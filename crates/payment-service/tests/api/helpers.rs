@@ -1,4 +1,4 @@
-use std::time::Duration;
+pub use service_kit::testing::{database_server, eventually};
 
 use chrono::Utc;
 use clap::Parser;
@@ -9,15 +9,6 @@ use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-pub fn database_server() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-pub fn new_database_url() -> String {
-    format!("{}/t_{}", database_server(), Uuid::new_v4().simple())
-}
 
 pub struct TestApp {
     pub address: String,
@@ -203,25 +194,19 @@ pub async fn queue_depth(queue_url: &str) -> i64 {
         .sum()
 }
 
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 pub async fn payment_of(app: &TestApp, flight_id: Uuid) -> Option<Value> {
     let response = app.get(&format!("/api/payments/{flight_id}")).await;
     (response.status() == 200).then_some(response.json().await.unwrap())
+}
+
+pub fn new_database_url() -> String {
+    service_kit::testing::new_database_url("t")
+}
+
+/// A migrated payment database of its own, for tests that drive a consumer directly.
+pub async fn fresh_pool() -> PgPool {
+    service_kit::testing::fresh_database("t", &payment_service::startup::MIGRATOR)
+        .await
+        .unwrap()
+        .1
 }

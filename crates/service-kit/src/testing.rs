@@ -1,0 +1,64 @@
+//! Helpers for the services' integration tests and benchmarks (never used at
+//! run time): a fresh database per test, and waiting for a condition with a
+//! deadline instead of sleeping and hoping.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+/// The PostgreSQL server the tests use, without a database name
+/// (`TEST_DATABASE_URL`, default the local server with trust auth).
+pub fn database_server() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A URL for a database that does not exist yet (services create their own).
+pub fn new_database_url(prefix: &str) -> String {
+    format!(
+        "{}/{prefix}_{}",
+        database_server(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Creates a new database, applies `migrator`, returns its URL and a pool.
+pub async fn fresh_database(prefix: &str, migrator: &Migrator) -> anyhow::Result<(String, PgPool)> {
+    let url = new_database_url(prefix);
+    let options: sqlx::postgres::PgConnectOptions = url
+        .parse()
+        .context("Failed to parse the test database URL")?;
+    crate::db::ensure_database(&options).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(20)
+        .connect_with(options)
+        .await
+        .context("Failed to connect to the test database")?;
+    migrator
+        .run(&pool)
+        .await
+        .context("Failed to migrate the test database")?;
+    Ok((url, pool))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, and panics naming `what`
+/// when `timeout` passes first.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
