@@ -14,9 +14,10 @@ create table flight (
     fare_currency       char(3)     not null,
     status              text        not null default 'BOOKED',
     created_at          timestamptz not null default now(),
-    -- The API validates these too; the constraints keep other writers honest.
-    constraint flight_arrival_after_departure check (arrival_at > departure_at),
-    constraint flight_distinct_airports check (lower(departure_airport) <> lower(arrival_airport))
+    -- The API validates this too; the constraint keeps other writers honest.
+    -- (Distinct airports are left to the API: case folding differs between Rust
+    -- and the database's collation for some scripts.)
+    constraint flight_arrival_after_departure check (arrival_at > departure_at)
 );
 
 create table outbox (
@@ -76,6 +77,7 @@ $$;
 create trigger outbox_notify after insert on outbox
     for each statement execute function outbox_notify();
 
+-- Kept for IDEMPOTENCY_KEY_TTL (24 h by default), then deleted by booking-service.
 create table idempotency_key (
     key             text        primary key,
     -- SHA-256 of the canonical request body: the same key with another body is a
@@ -86,3 +88,5 @@ create table idempotency_key (
     flight_id       uuid        not null references flight (id) deferrable initially deferred,
     created_at      timestamptz not null default now()
 );
+
+create index idempotency_key_created on idempotency_key (created_at);

@@ -11,6 +11,7 @@ create table inbox (
 );
 
 create table payment (
+    -- UUIDv7: time-ordered, so the newest-first listing walks the primary key.
     id              uuid        primary key,
     -- One payment per booking, whatever the inbox says: the last line of defence
     -- against a second event for the same flight with a new event id.
@@ -23,5 +24,3 @@ create table payment (
     booked_at       timestamptz not null,
     processed_at    timestamptz not null default now()
 );
-
-create index payment_newest_first on payment (processed_at desc, id desc);

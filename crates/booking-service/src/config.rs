@@ -25,6 +25,9 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024,
           value_parser = clap::value_parser!(u32).range(256..=10_485_760))]
     pub max_body_bytes: u32,
+    /// How long an Idempotency-Key is remembered.
+    #[arg(long, env = "IDEMPOTENCY_KEY_TTL", default_value = "24h", value_parser = service_kit::config::parse_duration)]
+    pub idempotency_key_ttl: std::time::Duration,
     /// When set, print the outbox backlog as CloudWatch EMF lines in this namespace.
     #[arg(long, env = "EMF_NAMESPACE")]
     pub emf_namespace: Option<String>,

@@ -156,3 +156,25 @@ pub async fn claim_idempotency_key(
     .context("Failed to read the idempotency key")?;
     Ok(Some((existing.request_hash, existing.flight_id)))
 }
+
+/// Deletes up to `batch` idempotency keys older than `ttl`; returns how many.
+/// A retry after the TTL books again: clients retry within minutes, not days.
+pub async fn purge_idempotency_keys(
+    pool: &PgPool,
+    ttl: std::time::Duration,
+    batch: i64,
+) -> anyhow::Result<u64> {
+    let done = sqlx::query!(
+        r#"delete from idempotency_key where key in (
+               select key from idempotency_key
+               where created_at < now() - make_interval(secs => $1)
+               order by created_at
+               limit $2)"#,
+        ttl.as_secs_f64(),
+        batch,
+    )
+    .execute(pool)
+    .await
+    .context("Failed to delete old idempotency keys")?;
+    Ok(done.rows_affected())
+}

@@ -25,6 +25,7 @@ pub struct Application {
     pool: PgPool,
     relay: Option<Arc<Relay<SqsPublisher>>>,
     emf_namespace: Option<String>,
+    idempotency_key_ttl: Duration,
 }
 
 impl Application {
@@ -68,6 +69,7 @@ impl Application {
             pool,
             relay,
             emf_namespace: config.emf_namespace,
+            idempotency_key_ttl: config.idempotency_key_ttl,
         })
     }
 
@@ -103,6 +105,11 @@ impl Application {
                 shutdown.clone(),
             ))
         });
+        let purge = tokio::spawn(purge_idempotency_keys(
+            self.pool.clone(),
+            self.idempotency_key_ttl,
+            shutdown.clone(),
+        ));
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
@@ -114,8 +121,30 @@ impl Application {
         if let Some(emf) = emf {
             let _ = emf.await;
         }
+        let _ = purge.await;
         self.pool.close().await;
         tracing::info!("booking-service stopped");
         server
+    }
+}
+
+/// Forgets idempotency keys after their TTL, 1,000 at a time.
+async fn purge_idempotency_keys(pool: PgPool, ttl: Duration, shutdown: CancellationToken) {
+    let every = (ttl / 24).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        loop {
+            match crate::flights::purge_idempotency_keys(&pool, ttl, 1000).await {
+                Ok(1000) if !shutdown.is_cancelled() => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "idempotency key purge failed; trying again later");
+                    break;
+                }
+            }
+        }
     }
 }

@@ -28,7 +28,7 @@ use aws_sdk_sqs::types::{
 };
 use clap::Args;
 use service_kit::config::parse_duration;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::EventEnvelope;
@@ -196,9 +196,8 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
-    /// Receives one batch (long polling) and handles it; stops waiting for
-    /// messages, but never abandons one it received, when `shutdown` fires.
-    pub async fn run_once(&self, shutdown: &CancellationToken) -> Result<Report, SendError> {
+    /// Receives one batch (long polling, up to `CONSUMER_WAIT_TIME`) and handles it.
+    pub async fn run_once(&self) -> Result<Report, SendError> {
         let url = self.queue.url().await?;
         let receive = self
             .queue
@@ -220,10 +219,10 @@ impl<H: Handler> Consumer<H> {
                     .timeout_config(long_poll_timeouts(self.args.consumer_wait_time)),
             )
             .send();
-        let output = tokio::select! {
-            () = shutdown.cancelled() => return Ok(Report::default()),
-            output = receive => output,
-        };
+        // Not abandoned on shutdown: a dropped long poll still takes messages off
+        // the queue on SQS's side, hiding them for the visibility timeout and
+        // counting a receive towards the DLQ. It ends within the wait time.
+        let output = receive.await;
         let output = match output {
             Ok(output) => output,
             Err(e) => {
@@ -378,12 +377,34 @@ impl<H: Handler> Consumer<H> {
                     let span = tracing::info_span!("message", message_id = %message.message_id,
                         event_id = %envelope.event_id, traceparent = message.traceparent.as_deref().unwrap_or(""),
                         receive_count = message.receive_count);
-                    let handled = tracing::Instrument::instrument(
-                        self.handler.apply(&mut tx, envelope, event),
+                    // A savepoint per message: one that fails (a constraint its
+                    // data breaks, say) is retried alone, the rest commit.
+                    let mut savepoint = tx.begin().await.context("Failed to open a savepoint")?;
+                    let applied = tracing::Instrument::instrument(
+                        self.handler.apply(&mut savepoint, envelope, event),
                         span,
                     )
-                    .await?;
-                    Outcome::Done(handled)
+                    .await;
+                    match applied {
+                        Ok(handled) => {
+                            savepoint
+                                .commit()
+                                .await
+                                .context("Failed to release a savepoint")?;
+                            Outcome::Done(handled)
+                        }
+                        Err(e) => {
+                            savepoint
+                                .rollback()
+                                .await
+                                .context("Failed to roll back to a savepoint")?;
+                            inbox::forget(&mut tx, envelope.event_id).await?;
+                            self.metrics.failure("transient");
+                            tracing::warn!(message_id = %message.message_id, event_id = %envelope.event_id,
+                                error = %format!("{e:#}"), "message not processed; it comes back after the visibility timeout");
+                            Outcome::Transient
+                        }
+                    }
                 } else {
                     tracing::info!(message_id = %message.message_id, event_id = %envelope.event_id, "duplicate delivery skipped");
                     Outcome::Done(Handled::Duplicate)
@@ -466,7 +487,7 @@ impl<H: Handler> Consumer<H> {
     async fn receive_loop(&self, shutdown: CancellationToken) {
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            match self.run_once(&shutdown).await {
+            match self.run_once().await {
                 Ok(_) => {
                     if failures > 0 {
                         tracing::info!("queue reachable again");

@@ -46,3 +46,13 @@ pub async fn record(
     .context("Failed to record the events in the inbox")?;
     Ok(new.into_iter().collect())
 }
+
+/// Takes an event back out of the inbox, within the caller's transaction, when
+/// its effect could not be applied after all: it must look new when it returns.
+pub async fn forget(conn: &mut PgConnection, event_id: Uuid) -> anyhow::Result<()> {
+    sqlx::query!("delete from inbox where event_id = $1", event_id)
+        .execute(conn)
+        .await
+        .context("Failed to remove the event from the inbox")?;
+    Ok(())
+}

@@ -91,7 +91,7 @@ impl RelayMetrics {
         );
         r.register(
             "oldest_pending_age_seconds",
-            "Age of the oldest pending event",
+            "Age of the oldest unpublished event, parked ones included",
             self.oldest_pending_age.clone(),
         );
     }
@@ -239,7 +239,6 @@ mod tests {
             pending: 3,
             parked: 1,
             oldest_pending_age_seconds: 12.5,
-            published_retained: 0,
         };
         let line: serde_json::Value = serde_json::from_str(&emf_line(
             "TransactionalOutbox",

@@ -103,6 +103,8 @@ pub struct Relay<P> {
     /// Consecutive rounds in which SQS could not be reached (0: healthy). The
     /// claimers back off on it; the recorder sets it.
     outage_rounds: AtomicU32,
+    /// When the last outage warning was logged (at most one every 30 s).
+    last_warning: std::sync::Mutex<Option<Instant>>,
 }
 
 impl<P: Publisher> Relay<P> {
@@ -114,6 +116,7 @@ impl<P: Publisher> Relay<P> {
             id: Uuid::new_v4(),
             metrics,
             outage_rounds: AtomicU32::new(0),
+            last_warning: std::sync::Mutex::new(None),
         }
     }
 
@@ -173,7 +176,8 @@ impl<P: Publisher> Relay<P> {
                             Err(e) => {
                                 self.metrics.failure(e.reason.as_str(), 1);
                                 tracing::warn!(event_id = %row.event_id, error = %e, "SQS refused an entry; will retry");
-                                failures.push(self.failure(row, e));
+                                // SQS refused this entry: it counts towards parking.
+                                failures.push(self.failure(row, e, true));
                             }
                         }
                     }
@@ -181,7 +185,8 @@ impl<P: Publisher> Relay<P> {
                 Err(e) => {
                     calls_failed += 1;
                     self.metrics.failure(e.reason.as_str(), rows.len() as u64);
-                    failures.extend(rows.iter().map(|row| self.failure(row, e)));
+                    // The call failed as a whole: an outage, not the events' fault.
+                    failures.extend(rows.iter().map(|row| self.failure(row, e, false)));
                 }
             }
         }
@@ -223,18 +228,21 @@ impl<P: Publisher> Relay<P> {
         })
     }
 
-    fn failure(&self, row: &Claimed, error: &SendError) -> Failure {
+    fn failure(&self, row: &Claimed, error: &SendError, may_park: bool) -> Failure {
         Failure {
             seq: row.seq,
             error: error.to_string(),
             retry_in: self.backoff(row.attempts + 1),
+            may_park,
         }
     }
 
     /// One warning when an outage starts, then at most one every 30 s.
     fn note_outage(&self, error: &str) {
         let rounds = self.outage_rounds.fetch_add(1, Ordering::Relaxed) + 1;
-        if rounds == 1 || rounds.is_multiple_of(30) {
+        let mut last = self.last_warning.lock().expect("not poisoned");
+        if rounds == 1 || last.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+            *last = Some(Instant::now());
             tracing::warn!(rounds, %error, "relay cannot publish; events stay in the outbox and are retried with backoff");
         }
     }
@@ -279,7 +287,7 @@ impl<P: Publisher> Relay<P> {
 
         let in_flight = usize::from(self.args.relay_batches_in_flight);
         // Claimers → senders: bounded, so claiming waits while enough is queued.
-        let (batch_tx, batch_rx) = mpsc::channel::<Vec<Claimed>>(in_flight);
+        let (batch_tx, batch_rx) = mpsc::channel::<(Instant, Vec<Claimed>)>(in_flight);
         let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
         let (sent_tx, sent_rx) = mpsc::unbounded_channel::<Sent>();
         let claimers: Vec<_> = (0..self.args.relay_workers)
@@ -296,11 +304,22 @@ impl<P: Publisher> Relay<P> {
             .map(|_| {
                 let relay = Arc::clone(&self);
                 let (batches, sent) = (Arc::clone(&batch_rx), sent_tx.clone());
+                let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     // Ends when the claimers are gone and the queue is empty.
                     loop {
                         let next = batches.lock().await.recv().await;
-                        let Some(rows) = next else { break };
+                        let Some((claimed_at, rows)) = next else {
+                            break;
+                        };
+                        // Not sent: on shutdown (ECS allows 30 s; `release` below
+                        // frees the rows for the other replicas), or when the lease
+                        // is nearly over (another relay may claim them any moment).
+                        if shutdown.is_cancelled()
+                            || claimed_at.elapsed() > relay.args.relay_lease.mul_f64(0.8)
+                        {
+                            continue;
+                        }
                         let _ = sent.send(relay.send(rows).await);
                     }
                 })
@@ -328,7 +347,7 @@ impl<P: Publisher> Relay<P> {
 
     async fn claim_loop(
         self: Arc<Self>,
-        batches: mpsc::Sender<Vec<Claimed>>,
+        batches: mpsc::Sender<(Instant, Vec<Claimed>)>,
         mut wake: watch::Receiver<u64>,
         shutdown: CancellationToken,
     ) {
@@ -344,11 +363,12 @@ impl<P: Publisher> Relay<P> {
             }
             // Seen before claiming: a notification that lands while we claim wakes the next wait.
             wake.borrow_and_update();
+            let claimed_at = Instant::now();
             match self.claim(self.args.relay_claim_size.into()).await {
                 Ok(rows) if !rows.is_empty() => {
                     db_failures = 0;
                     for batch in split_batches(&rows) {
-                        if batches.send(batch.to_vec()).await.is_err() {
+                        if batches.send((claimed_at, batch.to_vec())).await.is_err() {
                             return;
                         }
                     }

@@ -141,6 +141,10 @@ pub struct Failure {
     pub seq: i64,
     pub error: String,
     pub retry_in: Duration,
+    /// Whether this failure counts towards parking. Only SQS refusing *this*
+    /// event does; an outage (unreachable, denied, queue gone, throttled) is no
+    /// fault of the event, so it waits however long the outage lasts.
+    pub may_park: bool,
 }
 
 /// A failed row after recording: parked when it used up its attempts.
@@ -152,7 +156,8 @@ pub struct Recorded {
 }
 
 /// Records failed sends: attempts + 1, the error, the next attempt time; parks
-/// rows that reached `max_attempts`. Releases the claims.
+/// rows that reached `max_attempts` through failures that may park. Releases
+/// the claims.
 pub async fn mark_failed(
     pool: &PgPool,
     failures: &[Failure],
@@ -164,22 +169,24 @@ pub async fn mark_failed(
     let seqs: Vec<i64> = failures.iter().map(|f| f.seq).collect();
     let errors: Vec<String> = failures.iter().map(|f| truncate(&f.error, 2000)).collect();
     let delays: Vec<f64> = failures.iter().map(|f| f.retry_in.as_secs_f64()).collect();
+    let may_park: Vec<bool> = failures.iter().map(|f| f.may_park).collect();
     let rows = sqlx::query_as!(
         Recorded,
         r#"update outbox o
            set attempts = o.attempts + 1,
                last_error = f.error,
                next_attempt_at = now() + make_interval(secs => f.delay),
-               parked_at = case when o.attempts + 1 >= $4 then now() end,
+               parked_at = case when f.may_park and o.attempts + 1 >= $4 then now() end,
                claimed_by = null,
                claimed_until = null
-           from unnest($1::bigint[], $2::text[], $3::float8[]) as f(seq, error, delay)
+           from unnest($1::bigint[], $2::text[], $3::float8[], $5::bool[]) as f(seq, error, delay, may_park)
            where o.seq = f.seq and o.published_at is null
            returning o.event_id, o.attempts, (o.parked_at is not null) as "parked!""#,
         &seqs,
         &errors,
         &delays,
         max_attempts,
+        &may_park,
     )
     .fetch_all(pool)
     .await
@@ -390,21 +397,21 @@ pub struct Stats {
     /// Unpublished and not parked.
     pub pending: i64,
     pub parked: i64,
-    /// Age of the oldest pending (not parked) event, 0 when none.
+    /// Age of the oldest unpublished event, parked ones included (a parked
+    /// event is a backlog too): 0 when none.
     pub oldest_pending_age_seconds: f64,
-    /// Published rows still kept for retention.
-    pub published_retained: i64,
 }
 
+/// Reads only unpublished rows (through the partial index), however many
+/// published rows retention still keeps.
 pub async fn stats(pool: &PgPool) -> anyhow::Result<Stats> {
     let row = sqlx::query!(
         r#"select
-             count(*) filter (where published_at is null and parked_at is null) as "pending!",
-             count(*) filter (where published_at is null and parked_at is not null) as "parked!",
-             count(*) filter (where published_at is not null) as "published!",
-             coalesce(extract(epoch from now() - min(created_at)
-                 filter (where published_at is null and parked_at is null))::float8, 0) as "oldest!"
-           from outbox"#
+             count(*) filter (where parked_at is null) as "pending!",
+             count(*) filter (where parked_at is not null) as "parked!",
+             coalesce(extract(epoch from now() - min(created_at))::float8, 0) as "oldest!"
+           from outbox
+           where published_at is null"#
     )
     .fetch_one(pool)
     .await
@@ -413,7 +420,6 @@ pub async fn stats(pool: &PgPool) -> anyhow::Result<Stats> {
         pending: row.pending,
         parked: row.parked,
         oldest_pending_age_seconds: row.oldest,
-        published_retained: row.published,
     })
 }
 

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
+use service_kit::http::ProblemQuery;
 use service_kit::problem::{FieldError, Problem};
 use sqlx::PgPool;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -101,7 +102,10 @@ pub struct PaymentPage {
         (status = 200, description = "A page of payments", body = PaymentPage),
         (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list_payments(State(pool): State<PgPool>, Query(query): Query<PageQuery>) -> Response {
+pub async fn list_payments(
+    State(pool): State<PgPool>,
+    ProblemQuery(query): ProblemQuery<PageQuery>,
+) -> Response {
     let limit = match query.limit.as_deref().map(str::parse::<i64>) {
         None => 20,
         Some(Ok(l)) if (1..=100).contains(&l) => l,

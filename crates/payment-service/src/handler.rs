@@ -22,9 +22,22 @@ impl PaymentHandler {
 impl Handler for PaymentHandler {
     type Event = FlightBookedV1;
 
-    /// Only `FlightBooked` v1 is understood; anything else is poison.
+    /// Only `FlightBooked` v1 with a payable fare is understood; anything else
+    /// is poison, decided here so it never reaches the database.
     fn decode(&self, envelope: &EventEnvelope) -> Result<FlightBookedV1, Poison> {
-        Ok(envelope.decode()?)
+        let event: FlightBookedV1 = envelope.decode()?;
+        let currency_ok = event.fare.currency.len() == 3
+            && event.fare.currency.bytes().all(|b| b.is_ascii_uppercase());
+        if event.fare.amount <= 0 || !currency_ok {
+            return Err(Poison {
+                reason: "bad_payload",
+                detail: format!(
+                    "fare {} {:?} cannot be paid",
+                    event.fare.amount, event.fare.currency
+                ),
+            });
+        }
+        Ok(event)
     }
 
     async fn apply(

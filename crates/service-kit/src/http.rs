@@ -121,3 +121,29 @@ pub fn health_routes(pool: PgPool) -> Router {
         .route("/health/ready", get(ready))
         .with_state(pool)
 }
+
+/// `axum::extract::Query` whose rejection (a malformed or repeated parameter)
+/// is problem+json like every other error.
+pub struct ProblemQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for ProblemQuery<T>
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                Err(
+                    Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Malformed request")
+                        .detail(rejection.body_text())
+                        .instance(parts.uri.path()),
+                )
+            }
+        }
+    }
+}

@@ -2,11 +2,12 @@
 //! list them.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outbox::envelope::{FlightBookedV1, NewEvent};
 use serde::{Deserialize, Serialize};
+use service_kit::http::ProblemQuery;
 use service_kit::problem::Problem;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -206,7 +207,7 @@ pub struct FlightPage {
 )]
 pub async fn list_flights(
     State(state): State<AppState>,
-    Query(query): Query<PageQuery>,
+    ProblemQuery(query): ProblemQuery<PageQuery>,
 ) -> Result<Json<FlightPage>, ApiError> {
     let limit = query.limit()?;
     let before = query

@@ -3,9 +3,10 @@
 //! the queue is blocked.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use outbox::store::{self, OutboxEntry, RetryOutcome};
 use serde::Serialize;
+use service_kit::http::ProblemQuery;
 use service_kit::problem::Problem;
 use sqlx::PgPool;
 use utoipa::ToSchema;
@@ -39,7 +40,7 @@ pub struct OutboxPage {
 )]
 pub async fn list_outbox(
     State(pool): State<PgPool>,
-    Query(query): Query<PageQuery>,
+    ProblemQuery(query): ProblemQuery<PageQuery>,
 ) -> Result<Json<OutboxPage>, ApiError> {
     let limit = query.limit()?;
     let after =

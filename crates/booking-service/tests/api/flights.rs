@@ -237,6 +237,11 @@ async fn unknown_flights_and_bad_ids_are_problems() {
     assert_eq!(problem["errors"][0]["field"], "limit");
     let problem = assert_problem(app.get("/api/flights?cursor=bogus").await, 400).await;
     assert_eq!(problem["errors"][0]["field"], "cursor");
+    let problem = assert_problem(app.get("/api/flights?limit=1&limit=2").await, 400).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("limit"),
+        "{problem}"
+    );
 }
 
 #[tokio::test]

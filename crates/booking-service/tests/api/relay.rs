@@ -441,7 +441,7 @@ async fn a_relay_killed_after_sqs_accepted_the_batch_is_covered_by_another() {
     assert_eq!(body["aggregateId"], flight.to_string());
 }
 
-/// Always refuses the call, as a deny policy would.
+/// Refuses the call as a whole, as a deny policy would.
 struct Denied;
 
 impl Publisher for Denied {
@@ -451,6 +451,51 @@ impl Publisher for Denied {
             "AccessDenied: explicit deny in a resource-based policy",
         ))
     }
+}
+
+/// Accepts the call but refuses every entry, as SQS does for a message it will never take.
+struct RefuseEntries;
+
+impl Publisher for RefuseEntries {
+    async fn publish(&self, batch: &[Claimed]) -> Result<BatchOutcome, SendError> {
+        Ok(batch
+            .iter()
+            .map(|_| {
+                Err(SendError::new(
+                    FailureReason::Rejected,
+                    "InvalidMessageContents: refused",
+                ))
+            })
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn an_outage_never_parks_events_however_long_it_lasts() {
+    let app = spawn_app().await;
+    app.book_sample().await;
+    let args = RelayArgs {
+        relay_max_attempts: 2,
+        relay_backoff_max: Duration::ZERO,
+        ..fast_args()
+    };
+    let denied = Relay::new(app.pool.clone(), Denied, args, RelayMetrics::default());
+    for _ in 0..4 {
+        assert_eq!(denied.run_once().await.unwrap(), Outcome::Unavailable);
+    }
+    let page: Value = app.get("/api/outbox").await.json().await.unwrap();
+    let entry = &page["items"][0];
+    assert_eq!(entry["attempts"], 4, "attempts keep growing");
+    assert_ne!(
+        entry["state"], "PARKED",
+        "but an outage is not the event's fault"
+    );
+    assert!(
+        entry["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("AccessDenied")
+    );
 }
 
 #[tokio::test]
@@ -464,12 +509,29 @@ async fn an_event_is_parked_after_max_attempts_holds_back_its_successors_and_can
         ..fast_args()
     };
     let metrics = RelayMetrics::default();
-    let denied = Relay::new(app.pool.clone(), Denied, args.clone(), metrics.clone());
+    let refusing = Relay::new(
+        app.pool.clone(),
+        RefuseEntries,
+        args.clone(),
+        metrics.clone(),
+    );
 
-    assert_eq!(denied.run_once().await.unwrap(), Outcome::Unavailable);
-    assert_eq!(denied.run_once().await.unwrap(), Outcome::Unavailable);
     assert_eq!(
-        denied.run_once().await.unwrap(),
+        refusing.run_once().await.unwrap(),
+        Outcome::Sent {
+            published: 0,
+            failed: 1
+        }
+    );
+    assert_eq!(
+        refusing.run_once().await.unwrap(),
+        Outcome::Sent {
+            published: 0,
+            failed: 1
+        }
+    );
+    assert_eq!(
+        refusing.run_once().await.unwrap(),
         Outcome::Idle,
         "parked events are not tried again"
     );
@@ -483,7 +545,7 @@ async fn an_event_is_parked_after_max_attempts_holds_back_its_successors_and_can
         entry["lastError"]
             .as_str()
             .unwrap()
-            .contains("AccessDenied")
+            .contains("InvalidMessageContents")
     );
     let metrics_text = app.get("/metrics").await.text().await.unwrap();
     assert!(

@@ -147,9 +147,8 @@ async fn a_message_redelivered_after_a_crash_before_delete_is_not_charged_twice(
     assert_eq!(app.payments().await, 1);
 
     // After the visibility timeout the message is back, and recognised.
-    let shutdown = tokio_util::sync::CancellationToken::new();
     let second = eventually(Duration::from_secs(10), "the redelivery", || async {
-        let report = consumer.run_once(&shutdown).await.unwrap();
+        let report = consumer.run_once().await.unwrap();
         (report.received > 0).then_some(report)
     })
     .await;
@@ -506,5 +505,91 @@ async fn on_shutdown_the_consumer_finishes_and_deletes_what_it_holds() {
         queue_depth(&queue_url).await,
         3 - handled,
         "what was committed was deleted, nothing else"
+    );
+}
+
+/// Fails to apply the event whose payload says `"fail": true`, every time.
+struct FailMarked;
+
+impl outbox::consumer::Handler for FailMarked {
+    type Event = Value;
+
+    fn decode(
+        &self,
+        envelope: &outbox::envelope::EventEnvelope,
+    ) -> Result<Value, outbox::consumer::Poison> {
+        Ok(envelope.payload.clone())
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        _envelope: &outbox::envelope::EventEnvelope,
+        payload: &Value,
+    ) -> anyhow::Result<outbox::consumer::Handled> {
+        // A write that must be rolled back with the failure.
+        sqlx::query("create temporary table if not exists touched (n int)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("insert into touched values (1)")
+            .execute(&mut *tx)
+            .await?;
+        anyhow::ensure!(payload["fail"] != true, "injected failure");
+        Ok(outbox::consumer::Handled::Processed)
+    }
+}
+
+#[tokio::test]
+async fn a_message_that_fails_to_apply_is_retried_alone_and_the_rest_of_its_receive_commits() {
+    let (queue_url, _dlq) = queue_with_dlq(5, 30).await;
+    let mut events = Vec::new();
+    for i in 0..5 {
+        let mut event = flight_booked(100);
+        event.payload = json!({ "fail": i == 2 });
+        events.push(event);
+    }
+    for event in &events {
+        send_event(&queue_url, event).await;
+    }
+    let pool = fresh_pool().await;
+    let queue = outbox::sqs::Queue::new(
+        sqs().await,
+        &outbox::sqs::QueueArgs {
+            sqs_queue_url: Some(queue_url.clone()),
+            sqs_queue_name: None,
+        },
+    )
+    .unwrap();
+    let args = outbox::consumer::ConsumerArgs {
+        consumer_wait_time: Duration::from_secs(1),
+        ..outbox::consumer::ConsumerArgs::defaults()
+    };
+    let consumer =
+        outbox::consumer::Consumer::new(pool.clone(), queue, FailMarked, args, Default::default());
+
+    // Five messages of five groups may arrive over more than one receive.
+    let mut report = outbox::consumer::Report::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while report.received < 5 && tokio::time::Instant::now() < deadline {
+        let r = consumer.run_once().await.unwrap();
+        report.received += r.received;
+        report.processed += r.processed;
+        report.failed += r.failed;
+    }
+
+    assert_eq!((report.processed, report.failed), (4, 1));
+    let recorded: Vec<uuid::Uuid> = sqlx::query_scalar("select event_id from inbox")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 4);
+    assert!(
+        !recorded.contains(&events[2].event_id),
+        "the failed one must look new when it comes back"
+    );
+    assert_eq!(
+        queue_depth(&queue_url).await,
+        1,
+        "only the failed message is left"
     );
 }
