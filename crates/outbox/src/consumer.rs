@@ -294,26 +294,38 @@ impl<H: Handler> Consumer<H> {
     /// it to play a consumer that dies between its commit and its deletes.)
     pub async fn apply(&self, messages: &[Received]) -> Vec<Outcome> {
         let started = Instant::now();
-        let outcomes = match self.apply_in_transaction(messages).await {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                self.metrics.failure("transient");
-                tracing::warn!(error = %format!("{e:#}"), messages = messages.len(),
-                    "messages not processed; they come back after the visibility timeout");
-                // Poison stays poison (it never touched the database); the rest is retried.
-                messages
-                    .iter()
-                    .map(
-                        |m| match EventEnvelope::parse(&m.body).map_err(Poison::from) {
-                            Ok(envelope) if self.handler.decode(&envelope).is_ok() => {
-                                Outcome::Transient
-                            }
-                            _ => Outcome::Poison,
-                        },
-                    )
-                    .collect()
+        let (mut outcomes, decoded) = self.decode_all(messages);
+        if !decoded.is_empty() {
+            // Fast path: no savepoints. Should one message fail, the receive is
+            // rolled back and applied again with a savepoint per message, so the
+            // failing one is retried alone and the others still commit.
+            let applied = match self.commit_all(messages, &decoded, false).await {
+                Ok(applied) => Ok(applied),
+                Err(first) => {
+                    tracing::debug!(error = %format!("{first:#}"), "receive rolled back; applying message by message");
+                    self.commit_all(messages, &decoded, true).await
+                }
+            };
+            match applied {
+                Ok(applied) => {
+                    for (i, outcome) in applied {
+                        outcomes[i] = Some(outcome);
+                    }
+                }
+                Err(e) => {
+                    self.metrics.failure("transient");
+                    tracing::warn!(error = %format!("{e:#}"), messages = decoded.len(),
+                        "messages not processed; they come back after the visibility timeout");
+                    for (i, _, _) in &decoded {
+                        outcomes[*i] = Some(Outcome::Transient);
+                    }
+                }
             }
-        };
+        }
+        let outcomes: Vec<Outcome> = outcomes
+            .into_iter()
+            .map(|o| o.expect("every message has an outcome"))
+            .collect();
         let per_message = started.elapsed().as_secs_f64() / messages.len().max(1) as f64;
         for outcome in &outcomes {
             self.metrics.handling_latency.observe(per_message);
@@ -326,10 +338,14 @@ impl<H: Handler> Consumer<H> {
         outcomes
     }
 
-    async fn apply_in_transaction(&self, messages: &[Received]) -> anyhow::Result<Vec<Outcome>> {
-        // Decode everything first; poison blocks the rest of its group.
+    /// Decodes every message, without I/O. Poison blocks the rest of its group.
+    #[allow(clippy::type_complexity)]
+    fn decode_all(
+        &self,
+        messages: &[Received],
+    ) -> (Vec<Option<Outcome>>, Vec<(usize, EventEnvelope, H::Event)>) {
         let mut blocked: HashSet<&str> = HashSet::new();
-        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(messages.len());
+        let mut outcomes = Vec::with_capacity(messages.len());
         let mut decoded = Vec::new();
         for (i, message) in messages.iter().enumerate() {
             let group = message.group_id.as_deref();
@@ -354,71 +370,86 @@ impl<H: Handler> Consumer<H> {
                 }
             }
         }
+        (outcomes, decoded)
+    }
 
-        if !decoded.is_empty() {
-            let mut tx = self
-                .pool
-                .begin()
-                .await
-                .context("Failed to begin a transaction")?;
-            let entries: Vec<inbox::Entry> = decoded
-                .iter()
-                .map(|(i, envelope, _)| inbox::Entry {
-                    event_id: envelope.event_id,
-                    event_type: &envelope.event_type,
-                    message_id: &messages[*i].message_id,
-                })
-                .collect();
-            let mut new = inbox::record(&mut tx, &entries).await?;
-            for (i, envelope, event) in &decoded {
-                let message = &messages[*i];
-                // `remove`: the same event twice in one receive is applied once.
-                let outcome = if new.remove(&envelope.event_id) {
-                    let span = tracing::info_span!("message", message_id = %message.message_id,
-                        event_id = %envelope.event_id, traceparent = message.traceparent.as_deref().unwrap_or(""),
-                        receive_count = message.receive_count);
-                    // A savepoint per message: one that fails (a constraint its
-                    // data breaks, say) is retried alone, the rest commit.
-                    let mut savepoint = tx.begin().await.context("Failed to open a savepoint")?;
-                    let applied = tracing::Instrument::instrument(
-                        self.handler.apply(&mut savepoint, envelope, event),
-                        span,
-                    )
-                    .await;
-                    match applied {
-                        Ok(handled) => {
-                            savepoint
-                                .commit()
-                                .await
-                                .context("Failed to release a savepoint")?;
-                            Outcome::Done(handled)
-                        }
-                        Err(e) => {
-                            savepoint
-                                .rollback()
-                                .await
-                                .context("Failed to roll back to a savepoint")?;
-                            inbox::forget(&mut tx, envelope.event_id).await?;
-                            self.metrics.failure("transient");
-                            tracing::warn!(message_id = %message.message_id, event_id = %envelope.event_id,
-                                error = %format!("{e:#}"), "message not processed; it comes back after the visibility timeout");
-                            Outcome::Transient
-                        }
-                    }
-                } else {
-                    tracing::info!(message_id = %message.message_id, event_id = %envelope.event_id, "duplicate delivery skipped");
-                    Outcome::Done(Handled::Duplicate)
-                };
-                outcomes[*i] = Some(outcome);
+    /// One transaction: the inbox for the whole receive in one statement, then
+    /// each new event's effect, in receive order. With `isolate`, each effect
+    /// runs under a savepoint and a failing one is rolled back alone
+    /// (`Transient`); without, any failure aborts the whole transaction.
+    async fn commit_all(
+        &self,
+        messages: &[Received],
+        decoded: &[(usize, EventEnvelope, H::Event)],
+        isolate: bool,
+    ) -> anyhow::Result<Vec<(usize, Outcome)>> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("Failed to begin a transaction")?;
+        let entries: Vec<inbox::Entry> = decoded
+            .iter()
+            .map(|(i, envelope, _)| inbox::Entry {
+                event_id: envelope.event_id,
+                event_type: &envelope.event_type,
+                message_id: &messages[*i].message_id,
+            })
+            .collect();
+        let mut new = inbox::record(&mut tx, &entries).await?;
+        let mut applied = Vec::with_capacity(decoded.len());
+        for (i, envelope, event) in decoded {
+            let message = &messages[*i];
+            // `remove`: the same event twice in one receive is applied once.
+            if !new.remove(&envelope.event_id) {
+                tracing::info!(message_id = %message.message_id, event_id = %envelope.event_id, "duplicate delivery skipped");
+                applied.push((*i, Outcome::Done(Handled::Duplicate)));
+                continue;
             }
-            tx.commit()
-                .await
-                .context("Failed to commit the received messages")?;
+            let span = tracing::info_span!("message", message_id = %message.message_id,
+                event_id = %envelope.event_id, traceparent = message.traceparent.as_deref().unwrap_or(""),
+                receive_count = message.receive_count);
+            if !isolate {
+                let handled = tracing::Instrument::instrument(
+                    self.handler.apply(&mut tx, envelope, event),
+                    span,
+                )
+                .await?;
+                applied.push((*i, Outcome::Done(handled)));
+                continue;
+            }
+            let mut savepoint = tx.begin().await.context("Failed to open a savepoint")?;
+            match tracing::Instrument::instrument(
+                self.handler.apply(&mut savepoint, envelope, event),
+                span,
+            )
+            .await
+            {
+                Ok(handled) => {
+                    savepoint
+                        .commit()
+                        .await
+                        .context("Failed to release a savepoint")?;
+                    applied.push((*i, Outcome::Done(handled)));
+                }
+                Err(e) => {
+                    savepoint
+                        .rollback()
+                        .await
+                        .context("Failed to roll back to a savepoint")?;
+                    // It must look new when it comes back.
+                    inbox::forget(&mut tx, envelope.event_id).await?;
+                    self.metrics.failure("transient");
+                    tracing::warn!(message_id = %message.message_id, event_id = %envelope.event_id,
+                        error = %format!("{e:#}"), "message not processed; it comes back after the visibility timeout");
+                    applied.push((*i, Outcome::Transient));
+                }
+            }
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.expect("every message has an outcome"))
-            .collect())
+        tx.commit()
+            .await
+            .context("Failed to commit the received messages")?;
+        Ok(applied)
     }
 
     fn poison(&self, message: &Received, poison: &Poison) {
