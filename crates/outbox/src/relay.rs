@@ -36,7 +36,7 @@ pub struct RelayArgs {
     /// Run the relay inside this process.
     #[arg(long, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub relay_enabled: bool,
-    /// Concurrent claim→send→record loops in this process.
+    /// Claimers in this process (each claims RELAY_CLAIM_SIZE rows at a time for the senders).
     #[arg(long, env = "RELAY_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub relay_workers: u16,
     /// SendMessageBatch calls in flight at once in this process.

@@ -99,26 +99,8 @@ async fn a_message_redelivered_after_a_crash_before_delete_is_not_charged_twice(
         &["--consumer-enabled=false"],
     )
     .await;
-    let queue = outbox::sqs::Queue::new(
-        sqs().await,
-        &outbox::sqs::QueueArgs {
-            sqs_queue_url: Some(queue_url.clone()),
-            sqs_queue_name: None,
-        },
-    )
-    .unwrap();
-    let args = outbox::consumer::ConsumerArgs {
-        consumer_wait_time: Duration::from_secs(1),
-        consumer_visibility_timeout: Duration::from_secs(1),
-        ..outbox::consumer::ConsumerArgs::defaults()
-    };
-    let consumer = outbox::consumer::Consumer::new(
-        app.pool.clone(),
-        queue,
-        payment_service::handler::PaymentHandler::new(500_000),
-        args,
-        Default::default(),
-    );
+    let handler = payment_service::handler::PaymentHandler::new(500_000);
+    let consumer = consumer(&app.pool, &queue_url, handler, 1, Duration::from_secs(1)).await;
     send_event(&queue_url, &flight_booked(9900)).await;
 
     // A consumer receives the message and commits its payment, then dies
@@ -382,29 +364,13 @@ async fn one_group_is_handled_in_order_and_slow_messages_keep_their_visibility()
         seen: Default::default(),
         delay: Duration::from_millis(250),
     });
-    let args = outbox::consumer::ConsumerArgs {
-        consumer_wait_time: Duration::from_secs(1),
-        consumer_visibility_timeout: Duration::from_secs(1),
-        ..outbox::consumer::ConsumerArgs::defaults()
-    };
-    let queue = outbox::sqs::Queue::new(
-        sqs().await,
-        &outbox::sqs::QueueArgs {
-            sqs_queue_url: Some(queue_url.clone()),
-            sqs_queue_name: None,
-        },
-    )
-    .unwrap();
-    let make = || {
-        outbox::consumer::Consumer::new(
-            pool.clone(),
-            queue.clone(),
-            Shared(recorder.clone()),
-            args.clone(),
-            Default::default(),
-        )
-    };
-    let (a, b) = (std::sync::Arc::new(make()), std::sync::Arc::new(make()));
+    let visibility = Duration::from_secs(1);
+    let a = std::sync::Arc::new(
+        consumer(&pool, &queue_url, Shared(recorder.clone()), 4, visibility).await,
+    );
+    let b = std::sync::Arc::new(
+        consumer(&pool, &queue_url, Shared(recorder.clone()), 4, visibility).await,
+    );
     let shutdown = tokio_util::sync::CancellationToken::new();
     let runs = [
         tokio::spawn(a.run(shutdown.clone())),
@@ -465,26 +431,16 @@ async fn on_shutdown_the_consumer_finishes_and_deletes_what_it_holds() {
         seen: Default::default(),
         delay: Duration::from_millis(500),
     });
-    let queue = outbox::sqs::Queue::new(
-        sqs().await,
-        &outbox::sqs::QueueArgs {
-            sqs_queue_url: Some(queue_url.clone()),
-            sqs_queue_name: None,
-        },
-    )
-    .unwrap();
-    let args = outbox::consumer::ConsumerArgs {
-        consumer_wait_time: Duration::from_secs(1),
-        consumer_concurrency: 1,
-        ..outbox::consumer::ConsumerArgs::defaults()
-    };
-    let consumer = std::sync::Arc::new(outbox::consumer::Consumer::new(
-        pool.clone(),
-        queue,
-        Shared(recorder.clone()),
-        args,
-        Default::default(),
-    ));
+    let consumer = std::sync::Arc::new(
+        consumer(
+            &pool,
+            &queue_url,
+            Shared(recorder.clone()),
+            1,
+            Duration::from_secs(30),
+        )
+        .await,
+    );
     let shutdown = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(consumer.run(shutdown.clone()));
     eventually(Duration::from_secs(10), "handling has started", || async {
@@ -552,20 +508,7 @@ async fn a_message_that_fails_to_apply_is_retried_alone_and_the_rest_of_its_rece
         send_event(&queue_url, event).await;
     }
     let pool = fresh_pool().await;
-    let queue = outbox::sqs::Queue::new(
-        sqs().await,
-        &outbox::sqs::QueueArgs {
-            sqs_queue_url: Some(queue_url.clone()),
-            sqs_queue_name: None,
-        },
-    )
-    .unwrap();
-    let args = outbox::consumer::ConsumerArgs {
-        consumer_wait_time: Duration::from_secs(1),
-        ..outbox::consumer::ConsumerArgs::defaults()
-    };
-    let consumer =
-        outbox::consumer::Consumer::new(pool.clone(), queue, FailMarked, args, Default::default());
+    let consumer = consumer(&pool, &queue_url, FailMarked, 1, Duration::from_secs(30)).await;
 
     // Five messages of five groups may arrive over more than one receive.
     let mut report = outbox::consumer::Report::default();

@@ -1,5 +1,7 @@
 pub use service_kit::testing::{database_server, eventually};
 
+use std::time::Duration;
+
 use chrono::Utc;
 use clap::Parser;
 use outbox::envelope::{EventEnvelope, FlightBookedV1, Money};
@@ -209,4 +211,30 @@ pub async fn fresh_pool() -> PgPool {
         .await
         .unwrap()
         .1
+}
+
+/// A consumer on `queue_url` that a test drives or runs itself, outside an app:
+/// 1 s long polls, `loops` receive loops, the given visibility timeout.
+pub async fn consumer<H: outbox::consumer::Handler>(
+    pool: &PgPool,
+    queue_url: &str,
+    handler: H,
+    loops: u16,
+    visibility: Duration,
+) -> outbox::consumer::Consumer<H> {
+    let queue = outbox::sqs::Queue::new(
+        sqs().await,
+        &outbox::sqs::QueueArgs {
+            sqs_queue_url: Some(queue_url.to_owned()),
+            sqs_queue_name: None,
+        },
+    )
+    .unwrap();
+    let args = outbox::consumer::ConsumerArgs {
+        consumer_wait_time: Duration::from_secs(1),
+        consumer_visibility_timeout: visibility,
+        consumer_concurrency: loops,
+        ..outbox::consumer::ConsumerArgs::defaults()
+    };
+    outbox::consumer::Consumer::new(pool.clone(), queue, handler, args, Default::default())
 }
