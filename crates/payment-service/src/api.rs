@@ -3,16 +3,15 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
-use service_kit::http::ProblemQuery;
-use service_kit::problem::{FieldError, Problem};
+use serde::Serialize;
+use service_kit::http::{PageQuery, ProblemQuery, next_cursor};
+use service_kit::problem::Problem;
 use sqlx::PgPool;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 use uuid::Uuid;
@@ -62,28 +61,9 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
     service_kit::http::render_metrics(&registry)
 }
 
-fn bad_field(field: &str, message: &str) -> Response {
-    let error = FieldError::new(field, message);
-    Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Malformed request")
-        .detail(format!("{field}: {message}"))
-        .errors(vec![error])
-        .into_response()
-}
-
 fn internal(e: anyhow::Error) -> Response {
     tracing::error!(error = ?e, "request failed");
     Problem::internal().into_response()
-}
-
-/// Query of the paged listing.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// Items per page, 1–100 (default 20).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
-    pub limit: Option<String>,
-    /// `nextCursor` of the previous page.
-    pub cursor: Option<String>,
 }
 
 /// A page of payments, newest first.
@@ -106,21 +86,13 @@ pub async fn list_payments(
     State(pool): State<PgPool>,
     ProblemQuery(query): ProblemQuery<PageQuery>,
 ) -> Response {
-    let limit = match query.limit.as_deref().map(str::parse::<i64>) {
-        None => 20,
-        Some(Ok(l)) if (1..=100).contains(&l) => l,
-        _ => return bad_field("limit", "must be a whole number from 1 to 100"),
-    };
-    let before = match query.cursor.as_deref().map(Uuid::parse_str) {
-        None => None,
-        Some(Ok(id)) => Some(id),
-        Some(Err(_)) => return bad_field("cursor", "is not a cursor this API returned"),
+    let (limit, before) = match (query.limit(), query.cursor::<Uuid>()) {
+        (Ok(limit), Ok(before)) => (limit, before),
+        (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
     };
     match payments::list(&pool, before, limit).await {
         Ok(items) => {
-            let next_cursor = (items.len() as i64 == limit)
-                .then(|| items.last().map(|p| p.id.to_string()))
-                .flatten();
+            let next_cursor = next_cursor(&items, limit, |p| p.id.to_string());
             Json(PaymentPage { items, next_cursor }).into_response()
         }
         Err(e) => internal(e),
@@ -137,7 +109,7 @@ pub async fn list_payments(
     ))]
 pub async fn get_payment(State(pool): State<PgPool>, Path(flight_id): Path<String>) -> Response {
     let Ok(flight_id) = Uuid::parse_str(&flight_id) else {
-        return bad_field("flightId", "must be a UUID");
+        return service_kit::http::bad_field("flightId", "must be a UUID").into_response();
     };
     match payments::find_by_flight(&pool, flight_id).await {
         Ok(Some(payment)) => Json(payment).into_response(),

@@ -147,3 +147,55 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
         }
     }
 }
+
+/// `limit` and `cursor` of the paged listings, parsed into problem+json on
+/// failure (both stay strings in the type so a bad one is reported by name).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1–100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<i64, Problem> {
+        match &self.limit {
+            None => Ok(20),
+            Some(raw) => raw
+                .parse::<i64>()
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| bad_field("limit", "must be a whole number from 1 to 100")),
+        }
+    }
+
+    /// The cursor as `T`, which is what the API itself hands out.
+    pub fn cursor<T: std::str::FromStr>(&self) -> Result<Option<T>, Problem> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                c.parse::<T>()
+                    .map_err(|_| bad_field("cursor", "is not a cursor this API returned"))
+            })
+            .transpose()
+    }
+}
+
+/// The `nextCursor` of a page: the last item's, when the page is full.
+pub fn next_cursor<T>(items: &[T], limit: i64, cursor_of: impl Fn(&T) -> String) -> Option<String> {
+    if items.len() as i64 == limit {
+        items.last().map(cursor_of)
+    } else {
+        None
+    }
+}
+
+/// A 400 naming the field (header, path or query parameter) that is malformed.
+pub fn bad_field(field: &str, message: &str) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Malformed request")
+        .detail(format!("{field}: {message}"))
+        .errors(vec![crate::problem::FieldError::new(field, message)])
+}

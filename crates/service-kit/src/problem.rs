@@ -33,10 +33,11 @@ impl FieldError {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {
     /// A URI reference naming the kind of problem.
-    #[serde(rename = "type")]
-    pub kind: String,
+    #[serde(rename = "type", serialize_with = "problem_type")]
+    #[schema(value_type = String)]
+    pub kind: &'static str,
     /// Short summary of the kind of problem.
-    pub title: String,
+    pub title: &'static str,
     /// The HTTP status code.
     pub status: u16,
     /// What went wrong with this request.
@@ -51,10 +52,10 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, kind: &str, title: &str) -> Self {
+    pub fn new(status: StatusCode, kind: &'static str, title: &'static str) -> Self {
         Self {
-            kind: format!("/problems/{kind}"),
-            title: title.to_owned(),
+            kind,
+            title,
             status: status.as_u16(),
             detail: None,
             instance: None,
@@ -105,6 +106,14 @@ impl Problem {
         .detail(detail)
         .errors(errors)
     }
+}
+
+/// `type` is a URI reference: `/problems/<kind>`.
+fn problem_type<S: serde::Serializer>(
+    kind: &&'static str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("/problems/{kind}"))
 }
 
 impl IntoResponse for Problem {

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// 409: the resource is not in a state that allows this.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A problem already shaped by shared code (paging parameters).
+    #[error("{}", .0.title)]
+    Problem(Problem),
     /// 500: anything else; logged, never sent.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -39,11 +42,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_field(field: &str, message: impl Into<String>) -> Self {
-        let error = FieldError::new(field, message);
-        Self::BadRequest {
-            detail: format!("{}: {}", error.field, error.message),
-            errors: vec![error],
-        }
+        Self::Problem(service_kit::http::bad_field(field, &message.into()))
     }
 }
 
@@ -76,11 +75,18 @@ impl IntoResponse for ApiError {
             .errors(vec![FieldError::new("Idempotency-Key", "was used with a different body")]),
             Self::NotFound(detail) => Problem::not_found(detail),
             Self::Conflict(detail) => Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").detail(detail),
+            Self::Problem(problem) => problem,
             Self::Unexpected(e) => {
                 tracing::error!(error = ?e, "request failed");
                 Problem::internal()
             }
         };
         problem.into_response()
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        Self::Problem(problem)
     }
 }

@@ -6,12 +6,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outbox::envelope::{FlightBookedV1, NewEvent};
-use serde::{Deserialize, Serialize};
-use service_kit::http::ProblemQuery;
+use serde::Serialize;
+use service_kit::http::{PageQuery, ProblemQuery, next_cursor};
 use service_kit::problem::Problem;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
@@ -157,32 +157,6 @@ pub async fn get_flight(
         .ok_or_else(|| ApiError::NotFound(format!("No flight with id {id}")))
 }
 
-/// Query of the paged listings.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// Items per page, 1–100 (default 20).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
-    pub limit: Option<String>,
-    /// `nextCursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-impl PageQuery {
-    pub fn limit(&self) -> Result<i64, ApiError> {
-        match &self.limit {
-            None => Ok(20),
-            Some(raw) => raw
-                .parse::<i64>()
-                .ok()
-                .filter(|l| (1..=100).contains(l))
-                .ok_or_else(|| {
-                    ApiError::bad_field("limit", "must be a whole number from 1 to 100")
-                }),
-        }
-    }
-}
-
 /// A page of flights, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -210,17 +184,8 @@ pub async fn list_flights(
     ProblemQuery(query): ProblemQuery<PageQuery>,
 ) -> Result<Json<FlightPage>, ApiError> {
     let limit = query.limit()?;
-    let before = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Uuid::parse_str(c)
-                .map_err(|_| ApiError::bad_field("cursor", "is not a cursor this API returned"))
-        })
-        .transpose()?;
+    let before = query.cursor::<Uuid>()?;
     let items = flights::list(&state.pool, before, limit).await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|f| f.id.to_string()))
-        .flatten();
+    let next_cursor = next_cursor(&items, limit, |f| f.id.to_string());
     Ok(Json(FlightPage { items, next_cursor }))
 }

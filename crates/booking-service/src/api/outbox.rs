@@ -6,14 +6,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use outbox::store::{self, OutboxEntry, RetryOutcome};
 use serde::Serialize;
-use service_kit::http::ProblemQuery;
+use service_kit::http::{PageQuery, ProblemQuery, next_cursor};
 use service_kit::problem::Problem;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::flights::PageQuery;
 
 /// A page of unpublished events, oldest first.
 #[derive(Debug, Serialize, ToSchema)]
@@ -43,17 +42,10 @@ pub async fn list_outbox(
     ProblemQuery(query): ProblemQuery<PageQuery>,
 ) -> Result<Json<OutboxPage>, ApiError> {
     let limit = query.limit()?;
-    let after =
-        match query.cursor.as_deref() {
-            None => 0,
-            Some(c) => c.parse::<i64>().ok().filter(|s| *s >= 0).ok_or_else(|| {
-                ApiError::bad_field("cursor", "is not a cursor this API returned")
-            })?,
-        };
+    // Sequence numbers are positive: a negative cursor fails to parse.
+    let after = query.cursor::<u64>()?.unwrap_or(0) as i64;
     let items = store::list_unpublished(&pool, after, limit).await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|e| e.seq.to_string()))
-        .flatten();
+    let next_cursor = next_cursor(&items, limit, |e| e.seq.to_string());
     Ok(Json(OutboxPage { items, next_cursor }))
 }
 
