@@ -34,7 +34,8 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let options = config.database.connect_options(DEFAULT_DATABASE)?;
         let queue_client = if config.relay.relay_enabled {
-            // Validate the queue settings before touching the database.
+            // Validate the relay and queue settings before touching the database.
+            config.relay.validate()?;
             let client = outbox::sqs::client().await;
             Some(Queue::new(client, &config.queue)?)
         } else {

@@ -38,6 +38,9 @@ pub struct RelayMetrics {
     pub pending_events: Gauge,
     pub parked_events: Gauge,
     pub oldest_pending_age: Gauge<f64, AtomicU64>,
+    pub out_of_order: Counter,
+    pub sqs_available: Gauge,
+    pub claim_duration: Histogram,
 }
 
 impl Default for RelayMetrics {
@@ -51,6 +54,13 @@ impl Default for RelayMetrics {
             pending_events: Gauge::default(),
             parked_events: Gauge::default(),
             oldest_pending_age: Gauge::default(),
+            out_of_order: Counter::default(),
+            sqs_available: {
+                let up = Gauge::default();
+                up.set(1);
+                up
+            },
+            claim_duration: seconds_histogram(),
         }
     }
 }
@@ -93,6 +103,21 @@ impl RelayMetrics {
             "oldest_pending_age_seconds",
             "Age of the oldest unpublished event, parked ones included",
             self.oldest_pending_age.clone(),
+        );
+        r.register(
+            "out_of_order",
+            "Events SQS accepted although an earlier event of their aggregate in the same batch failed (it follows them later)",
+            self.out_of_order.clone(),
+        );
+        r.register(
+            "sqs_available",
+            "1 while SQS accepts sends, 0 during an outage (the relay probes instead of sending)",
+            self.sqs_available.clone(),
+        );
+        r.register(
+            "claim_duration_seconds",
+            "Duration of one claim statement",
+            self.claim_duration.clone(),
         );
     }
 

@@ -1,14 +1,31 @@
-//! The relay: moves committed outbox rows to SQS.
+//! The relay: moves committed outbox events to SQS.
 //!
-//! Each worker loops claim → send → record ([`Relay::run_once`]). Claims are
-//! leases, not open transactions (see [`crate::store`] for why and for how the
-//! per-aggregate order is kept). A committed event wakes the relay at once
-//! through `LISTEN outbox_events` (the insert trigger NOTIFYs on commit); a
-//! periodic poll is the fallback for missed notifications and for rows whose
-//! backoff ran out. Several workers per instance, and several instances, can run
-//! against one database.
+//! Each step is claim → send → record ([`Relay::run_once`]). Claims are leases on
+//! *lanes* (one per aggregate with a backlog), not open transactions: see
+//! [`crate::store`] for why and for how the per-aggregate order is kept. A
+//! committed event wakes the relay at once through `LISTEN outbox_events` (the
+//! insert trigger NOTIFYs on commit); recording a batch wakes it too, so the next
+//! events of the lanes just released go at once; a periodic poll is only the
+//! fallback for missed notifications and for backoffs that ran out.
+//!
+//! Failure handling:
+//! - An entry SQS refuses backs its lane off (exponential, jittered) and counts
+//!   towards parking the event.
+//! - A call that fails as a whole (unreachable, denied, queue gone, throttled,
+//!   timed out) is an *outage*: the claimers stop claiming, and one prober per
+//!   process sends the oldest lane every `RELAY_PROBE_INTERVAL`, backoff or not.
+//!   Its first success makes every lane held back by the outage due at once and
+//!   wakes the claimers, so the backlog drains at full speed right away.
+//! - Leases are short (`RELAY_LEASE`, 10 s) and renewed every quarter lease while
+//!   the process lives; a batch is sent only while its lease outlives the send
+//!   timeout, so a crashed relay's lanes are taken over within one lease and a
+//!   live relay's never are.
+//!
+//! Several claimers per process, and several processes, can run against one database.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -17,18 +34,19 @@ use rand::Rng;
 use service_kit::config::parse_duration;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::metrics::RelayMetrics;
-use crate::sqs::{BatchOutcome, Publisher, SendError, split_batches};
-use crate::store::{self, Claimed, Failure};
+use crate::sqs::{BatchOutcome, FailureReason, Publisher, SendError, split_batches};
+use crate::store::{self, ClaimSize, Claimed, Failure, LaneResult};
 
 /// The Postgres channel the outbox trigger notifies.
 pub const CHANNEL: &str = "outbox_events";
+
+/// What a lease must hold beyond one send: the time to record the result.
+const SEND_MARGIN: Duration = Duration::from_secs(1);
 
 /// Relay settings.
 #[derive(Debug, Clone, Args)]
@@ -36,25 +54,36 @@ pub struct RelayArgs {
     /// Run the relay inside this process.
     #[arg(long, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub relay_enabled: bool,
-    /// Claimers in this process (each claims RELAY_CLAIM_SIZE rows at a time for the senders).
+    /// Claimers in this process (each claims RELAY_CLAIM_SIZE aggregates at a time for the senders).
     #[arg(long, env = "RELAY_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub relay_workers: u16,
     /// SendMessageBatch calls in flight at once in this process.
     #[arg(long, env = "RELAY_BATCHES_IN_FLIGHT", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub relay_batches_in_flight: u16,
-    /// Events one worker claims per database round trip (sent as batches of up to 10).
+    /// Aggregates (lanes) one claimer claims per database round trip.
     #[arg(long, env = "RELAY_CLAIM_SIZE", default_value_t = 200, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub relay_claim_size: u16,
-    /// Attempts before an event is parked for an operator.
+    /// Consecutive events of one aggregate sent in one SendMessageBatch (FIFO keeps
+    /// their order within the batch).
+    #[arg(long, env = "RELAY_RUN_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10))]
+    pub relay_run_size: u16,
+    /// Attempts before an event SQS keeps refusing is parked for an operator.
     #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..))]
     pub relay_max_attempts: i32,
-    /// Fallback poll when no notification arrives.
+    /// Fallback poll when no notification arrives (at least 10ms).
     #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub relay_poll_interval: Duration,
-    /// How long a claim lasts; a crashed relay's events are retried after this.
-    #[arg(long, env = "RELAY_LEASE", default_value = "60s", value_parser = parse_duration)]
+    /// How long a claim lasts unless renewed; a crashed relay's events are taken
+    /// over after this. Must exceed RELAY_SEND_TIMEOUT by 2s at least.
+    #[arg(long, env = "RELAY_LEASE", default_value = "10s", value_parser = parse_duration)]
     pub relay_lease: Duration,
-    /// First retry delay after a failed send; doubles per attempt, with jitter.
+    /// Longest one SendMessageBatch call may take before it counts as failed.
+    #[arg(long, env = "RELAY_SEND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub relay_send_timeout: Duration,
+    /// During an SQS outage, how often the relay tries the oldest event again.
+    #[arg(long, env = "RELAY_PROBE_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub relay_probe_interval: Duration,
+    /// First retry delay after SQS refused an event; doubles per attempt, with jitter.
     #[arg(long, env = "RELAY_BACKOFF_BASE", default_value = "500ms", value_parser = parse_duration)]
     pub relay_backoff_base: Duration,
     /// Longest retry delay.
@@ -63,6 +92,24 @@ pub struct RelayArgs {
     /// How long published rows are kept before deletion.
     #[arg(long, env = "OUTBOX_RETENTION", default_value = "4h", value_parser = parse_duration)]
     pub outbox_retention: Duration,
+}
+
+/// Relay settings that cannot work, named by their variable.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayConfigError {
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("RELAY_POLL_INTERVAL must be at least 10ms (got {0:?}): a shorter one is a busy loop")]
+    PollTooShort(Duration),
+    #[error(
+        "RELAY_LEASE ({lease:?}) must exceed RELAY_SEND_TIMEOUT ({send_timeout:?}) by at least 2s: a lease that cannot hold one send would let another relay take the events mid-send"
+    )]
+    LeaseTooShort {
+        lease: Duration,
+        send_timeout: Duration,
+    },
+    #[error("RELAY_BACKOFF_BASE ({base:?}) must not exceed RELAY_BACKOFF_MAX ({max:?})")]
+    Backoff { base: Duration, max: Duration },
 }
 
 impl RelayArgs {
@@ -75,6 +122,45 @@ impl RelayArgs {
         }
         <Only as clap::Parser>::parse_from(["relay"]).relay
     }
+
+    /// Refuses settings that cannot work (checked at start-up).
+    pub fn validate(&self) -> Result<(), RelayConfigError> {
+        for (name, value) in [
+            ("RELAY_LEASE", self.relay_lease),
+            ("RELAY_SEND_TIMEOUT", self.relay_send_timeout),
+            ("RELAY_PROBE_INTERVAL", self.relay_probe_interval),
+            ("RELAY_BACKOFF_BASE", self.relay_backoff_base),
+            ("RELAY_BACKOFF_MAX", self.relay_backoff_max),
+            ("OUTBOX_RETENTION", self.outbox_retention),
+        ] {
+            if value.is_zero() {
+                return Err(RelayConfigError::Zero(name));
+            }
+        }
+        if self.relay_poll_interval < Duration::from_millis(10) {
+            return Err(RelayConfigError::PollTooShort(self.relay_poll_interval));
+        }
+        if self.relay_lease < self.relay_send_timeout + 2 * SEND_MARGIN {
+            return Err(RelayConfigError::LeaseTooShort {
+                lease: self.relay_lease,
+                send_timeout: self.relay_send_timeout,
+            });
+        }
+        if self.relay_backoff_base > self.relay_backoff_max {
+            return Err(RelayConfigError::Backoff {
+                base: self.relay_backoff_base,
+                max: self.relay_backoff_max,
+            });
+        }
+        Ok(())
+    }
+
+    fn claim_size(&self) -> ClaimSize {
+        ClaimSize {
+            lanes: self.relay_claim_size.into(),
+            run: self.relay_run_size.into(),
+        }
+    }
 }
 
 /// What one [`Relay::run_once`] did.
@@ -82,29 +168,38 @@ impl RelayArgs {
 pub enum Outcome {
     /// Nothing was due.
     Idle,
-    /// Rows were claimed and sent; some may have failed and been rescheduled.
+    /// Events were claimed and sent; some may have failed and been rescheduled.
     Sent { published: usize, failed: usize },
-    /// SQS could not be reached at all (every call failed); rows rescheduled.
+    /// SQS could not be reached at all (every call failed); events rescheduled.
     Unavailable,
 }
 
-/// One SendMessageBatch call and what came of it.
-struct Sent {
+/// Claimed events on their way to SQS: one SendMessageBatch.
+struct Batch {
+    /// When the claim was made (the lease started).
+    claimed_at: Instant,
     rows: Vec<Claimed>,
-    result: Result<BatchOutcome, SendError>,
 }
 
+/// One SendMessageBatch call and what came of it (`None`: not sent, the lanes
+/// are just given back).
+struct Sent {
+    rows: Vec<Claimed>,
+    result: Option<Result<BatchOutcome, SendError>>,
+}
+
+/// Moves committed outbox events to SQS; see the module docs.
 pub struct Relay<P> {
     pool: PgPool,
     publisher: Arc<P>,
     args: RelayArgs,
     id: Uuid,
     metrics: RelayMetrics,
-    /// Consecutive rounds in which SQS could not be reached (0: healthy). The
-    /// claimers back off on it; the recorder sets it.
-    outage_rounds: AtomicU32,
-    /// When the last outage warning was logged (at most one every 30 s).
-    last_warning: std::sync::Mutex<Option<Instant>>,
+    /// SQS failed every call of the last round: claimers pause, the prober probes.
+    outage: AtomicBool,
+    /// When the last successful lease renewal started: every lane this relay
+    /// holds is valid until then + lease.
+    renewed_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl<P: Publisher> Relay<P> {
@@ -115,8 +210,8 @@ impl<P: Publisher> Relay<P> {
             args,
             id: Uuid::new_v4(),
             metrics,
-            outage_rounds: AtomicU32::new(0),
-            last_warning: std::sync::Mutex::new(None),
+            outage: AtomicBool::new(false),
+            renewed_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -124,138 +219,213 @@ impl<P: Publisher> Relay<P> {
         self.id
     }
 
-    /// One step, start to end: claim due rows, send them in batches
-    /// concurrently, record each row's result. A row is marked published only if
-    /// SQS accepted its entry. (The running relay does the same three steps as
-    /// a pipeline, see [`Relay::run`]; tests drive this to take one step at a time.)
+    /// One step, start to end: claim due lanes, send their runs in batches
+    /// concurrently, record each event's result. An event is marked published
+    /// only if SQS accepted its entry. (The running relay does the same three
+    /// steps as a pipeline, see [`Relay::run`]; tests drive this to take one step
+    /// at a time.)
     #[tracing::instrument(skip_all, fields(relay_id = %self.id))]
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
-        let rows = self.claim(self.args.relay_claim_size.into()).await?;
+        let claimed_at = Instant::now();
+        let rows = self.claim(false).await?;
         if rows.is_empty() {
             return Ok(Outcome::Idle);
         }
-        let batches: Vec<Vec<Claimed>> = split_batches(&rows)
-            .into_iter()
-            .map(<[Claimed]>::to_vec)
-            .collect();
-        let in_flight = Semaphore::new(self.args.relay_batches_in_flight.into());
-        let sent = join_all(batches.into_iter().map(|rows| async {
+        let in_flight = tokio::sync::Semaphore::new(self.args.relay_batches_in_flight.into());
+        let sent = join_all(split_batches(rows).into_iter().map(|rows| async {
             let _permit = in_flight.acquire().await.expect("never closed");
-            self.send(rows).await
+            self.send(Batch { claimed_at, rows }, &CancellationToken::new())
+                .await
         }))
         .await;
         self.record(&sent).await
     }
 
-    async fn claim(&self, limit: i64) -> anyhow::Result<Vec<Claimed>> {
-        store::claim(&self.pool, self.id, limit, self.args.relay_lease).await
+    async fn claim(&self, probe: bool) -> anyhow::Result<Vec<Claimed>> {
+        let started = Instant::now();
+        let size = if probe {
+            ClaimSize { lanes: 1, run: 1 }
+        } else {
+            self.args.claim_size()
+        };
+        let rows = store::claim(&self.pool, self.id, size, self.args.relay_lease, probe).await?;
+        self.metrics
+            .claim_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(rows)
     }
 
-    async fn send(&self, rows: Vec<Claimed>) -> Sent {
+    /// Sends one batch, unless its lease could run out before the send is over
+    /// (then another relay may already own the lanes) or the relay is stopping.
+    async fn send(&self, batch: Batch, shutdown: &CancellationToken) -> Sent {
+        let Batch { claimed_at, rows } = batch;
+        if shutdown.is_cancelled() || !self.lease_holds(claimed_at) {
+            return Sent { rows, result: None };
+        }
         let started = Instant::now();
-        let result = self.publisher.publish(&rows).await;
+        let result =
+            match tokio::time::timeout(self.args.relay_send_timeout, self.publisher.publish(&rows))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(SendError::new(
+                    FailureReason::Unreachable,
+                    format!(
+                        "SendMessageBatch took longer than RELAY_SEND_TIMEOUT ({:?})",
+                        self.args.relay_send_timeout
+                    ),
+                )),
+            };
         self.metrics
             .batch_duration
             .observe(started.elapsed().as_secs_f64());
-        Sent { rows, result }
+        Sent {
+            rows,
+            result: Some(result),
+        }
     }
 
-    /// Writes the results of some sends back to the outbox: accepted entries
-    /// published, the rest rescheduled (or parked). Returns what happened.
-    async fn record(&self, sent: &[Sent]) -> anyhow::Result<Outcome> {
-        let mut published: Vec<&Claimed> = Vec::new();
-        let mut failures = Vec::new();
-        let calls = sent.len();
-        let mut calls_failed = 0;
-        for Sent { rows, result } in sent {
-            match result {
-                Ok(outcome) => {
-                    for (row, entry) in rows.iter().zip(outcome) {
-                        match entry {
-                            Ok(()) => published.push(row),
-                            Err(e) => {
-                                self.metrics.failure(e.reason.as_str(), 1);
-                                tracing::warn!(event_id = %row.event_id, error = %e, "SQS refused an entry; will retry");
-                                // SQS refused this entry: it counts towards parking.
-                                failures.push(self.failure(row, e, true));
-                            }
+    /// Whether a batch claimed at `claimed_at` still holds its lease for one
+    /// whole send plus the margin to record it.
+    fn lease_holds(&self, claimed_at: Instant) -> bool {
+        let renewed = *self.renewed_at.lock().expect("not poisoned");
+        let since = renewed.map_or(claimed_at, |at| at.max(claimed_at));
+        let valid_until = since + self.args.relay_lease;
+        valid_until
+            .checked_duration_since(Instant::now())
+            .is_some_and(|left| left > self.args.relay_send_timeout + SEND_MARGIN)
+    }
+
+    /// Turns send results into lane results: per lane, the events SQS accepted
+    /// and the first one it did not.
+    fn lane_results(&self, sent: &[Sent]) -> (Vec<LaneResult>, Vec<usize>) {
+        let mut lanes: Vec<LaneResult> = Vec::new();
+        let mut index: HashMap<Uuid, usize> = HashMap::new();
+        let mut calls_failed = Vec::new();
+        for (call, Sent { rows, result }) in sent.iter().enumerate() {
+            let outcome: Vec<Option<(&SendError, bool)>> = match result {
+                None => vec![None; rows.len()],
+                Some(Ok(outcome)) => outcome
+                    .iter()
+                    .map(|entry| entry.as_ref().err().map(|e| (e, true)))
+                    .collect(),
+                Some(Err(e)) => {
+                    calls_failed.push(call);
+                    vec![Some((e, false)); rows.len()]
+                }
+            };
+            let not_sent = result.is_none();
+            for (row, failed) in rows.iter().zip(outcome) {
+                let slot = *index.entry(row.aggregate_id).or_insert_with(|| {
+                    lanes.push(LaneResult {
+                        aggregate_id: row.aggregate_id,
+                        published: Vec::new(),
+                        failure: None,
+                    });
+                    lanes.len() - 1
+                });
+                let lane = &mut lanes[slot];
+                match failed {
+                    None if not_sent => {}
+                    None => {
+                        if let Some(earlier) = &lane.failure {
+                            // Accepted after an earlier event of its aggregate failed in
+                            // the same batch: the consumer will see this one first.
+                            self.metrics.out_of_order.inc();
+                            tracing::error!(event_id = %row.event_id, seq = row.seq, failed_seq = earlier.seq,
+                                aggregate_id = %row.aggregate_id,
+                                "SQS accepted an event after refusing an earlier one of its aggregate in the same batch; the earlier one follows it");
+                        }
+                        lane.published.push(row.seq);
+                    }
+                    Some((error, may_park)) => {
+                        if lane.failure.is_none() {
+                            lane.failure = Some(Failure {
+                                seq: row.seq,
+                                error: error.to_string(),
+                                retry_in: self.backoff(row.attempts + 1),
+                                may_park,
+                            });
                         }
                     }
                 }
-                Err(e) => {
-                    calls_failed += 1;
-                    self.metrics.failure(e.reason.as_str(), rows.len() as u64);
-                    // The call failed as a whole: an outage, not the events' fault.
-                    failures.extend(rows.iter().map(|row| self.failure(row, e, false)));
-                }
             }
         }
+        (lanes, calls_failed)
+    }
 
-        let seqs: Vec<i64> = published.iter().map(|r| r.seq).collect();
-        store::mark_published(&self.pool, &seqs).await?;
+    /// Writes the results of some sends back to the outbox (see
+    /// [`store::record`]) and counts them, once. Returns what happened.
+    async fn record(&self, sent: &[Sent]) -> anyhow::Result<Outcome> {
+        let (lanes, calls_failed) = self.lane_results(sent);
+        let recorded =
+            store::record(&self.pool, self.id, &lanes, self.args.relay_max_attempts).await?;
+        self.count(sent, &recorded);
+
+        let calls = sent.iter().filter(|s| s.result.is_some()).count();
+        if calls > 0 && calls_failed.len() == calls {
+            let error = sent
+                .iter()
+                .find_map(|s| s.result.as_ref().and_then(|r| r.as_ref().err()))
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            self.enter_outage(&error);
+            return Ok(Outcome::Unavailable);
+        }
+        Ok(Outcome::Sent {
+            published: recorded.published.len(),
+            failed: lanes.iter().filter(|l| l.failure.is_some()).count(),
+        })
+    }
+
+    /// Metrics of recorded results: only what this recording changed, so a
+    /// retried recording counts nothing twice.
+    fn count(&self, sent: &[Sent], recorded: &store::Recorded) {
+        for Sent { rows, result } in sent {
+            match result {
+                Some(Ok(outcome)) => {
+                    for e in outcome.iter().filter_map(|r| r.as_ref().err()) {
+                        self.metrics.failure(e.reason.as_str(), 1);
+                        tracing::debug!(error = %e, "SQS refused an entry; its aggregate backs off");
+                    }
+                }
+                Some(Err(e)) => self.metrics.failure(e.reason.as_str(), rows.len() as u64),
+                None => {}
+            }
+        }
         let now = chrono::Utc::now();
-        for row in &published {
-            let latency = (now - row.created_at).to_std().unwrap_or_default();
+        for event in &recorded.published {
+            let latency = (now - event.created_at).to_std().unwrap_or_default();
             self.metrics
                 .commit_to_publish
                 .observe(latency.as_secs_f64());
         }
-        self.metrics.published.inc_by(published.len() as u64);
-
-        let recorded =
-            store::mark_failed(&self.pool, &failures, self.args.relay_max_attempts).await?;
-        for parked in recorded.iter().filter(|r| r.parked) {
-            self.metrics.parked.inc();
-            tracing::error!(event_id = %parked.event_id, attempts = parked.attempts,
-                "event parked after the maximum attempts; POST /api/outbox/{{eventId}}/retry resumes it");
-        }
-
-        if calls > 0 && calls_failed == calls {
-            let error = sent
-                .iter()
-                .find_map(|s| s.result.as_ref().err())
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            self.note_outage(&error);
-            return Ok(Outcome::Unavailable);
-        }
-        if !published.is_empty() {
-            self.note_recovery();
-        }
-        Ok(Outcome::Sent {
-            published: published.len(),
-            failed: failures.len(),
-        })
-    }
-
-    fn failure(&self, row: &Claimed, error: &SendError, may_park: bool) -> Failure {
-        Failure {
-            seq: row.seq,
-            error: error.to_string(),
-            retry_in: self.backoff(row.attempts + 1),
-            may_park,
+        self.metrics
+            .published
+            .inc_by(recorded.published.len() as u64);
+        for failed in &recorded.failed {
+            if failed.parked {
+                self.metrics.parked.inc();
+                tracing::error!(event_id = %failed.event_id, attempts = failed.attempts,
+                    "event parked after the maximum attempts; its aggregate waits until an operator retries it");
+            } else {
+                tracing::warn!(event_id = %failed.event_id, attempts = failed.attempts,
+                    "SQS refused an event; its aggregate backs off");
+            }
         }
     }
 
-    /// One warning when an outage starts, then at most one every 30 s.
-    fn note_outage(&self, error: &str) {
-        let rounds = self.outage_rounds.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.last_warning.lock().expect("not poisoned");
-        if rounds == 1 || last.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
-            *last = Some(Instant::now());
-            tracing::warn!(rounds, %error, "relay cannot publish; events stay in the outbox and are retried with backoff");
-        }
-    }
-
-    fn note_recovery(&self) {
-        let rounds = self.outage_rounds.swap(0, Ordering::Relaxed);
-        if rounds > 0 {
-            tracing::info!(rounds, "SQS reachable again; draining the outbox");
+    /// All calls failed: stop claiming, probe. Logged once per outage.
+    fn enter_outage(&self, error: &str) {
+        if !self.outage.swap(true, Ordering::SeqCst) {
+            self.metrics.sqs_available.set(0);
+            tracing::warn!(%error, probe_every = ?self.args.relay_probe_interval,
+                "SQS unavailable: events stay in the outbox; probing with the oldest event until it is back");
         }
     }
 
     /// Exponential backoff with jitter, capped: base·2^(attempt-1), scaled by a
-    /// random factor in [0.5, 1] so replicas retrying the same outage spread out.
+    /// random factor in [0.5, 1] so replicas retrying the same failure spread out.
     fn backoff(&self, attempt: i32) -> Duration {
         backoff(
             self.args.relay_backoff_base,
@@ -264,32 +434,44 @@ impl<P: Publisher> Relay<P> {
         )
     }
 
-    /// Runs until `shutdown`, then gives back any claims still held.
+    /// Runs until `shutdown`, then gives back any lanes still held.
     ///
     /// The three steps of [`Relay::run_once`] run here as a pipeline, so SQS
-    /// always has batches in flight while the database claims the next rows and
+    /// always has batches in flight while the database claims the next lanes and
     /// records the last results:
-    /// - `RELAY_WORKERS` claimers claim `RELAY_CLAIM_SIZE` rows at a time and
+    /// - `RELAY_WORKERS` claimers claim `RELAY_CLAIM_SIZE` lanes at a time and
     ///   queue them as batches (waiting when `RELAY_BATCHES_IN_FLIGHT` are queued);
     /// - `RELAY_BATCHES_IN_FLIGHT` senders call SendMessageBatch;
-    /// - one recorder writes the results back, many batches per statement.
-    ///
-    /// Order per aggregate still holds: an aggregate's next row becomes
-    /// claimable only once the recorder has marked the previous one published.
+    /// - one recorder writes the results back, many batches per transaction, and
+    ///   wakes the claimers: the lanes it released have their next events due;
+    /// - a renewer extends the leases of every lane held, a prober tests SQS
+    ///   during an outage, a listener turns NOTIFY into wake-ups, and retention
+    ///   deletes old published rows.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let (wake_tx, wake_rx) = watch::channel(0u64);
-        let listener = tokio::spawn(listen(self.pool.clone(), wake_tx, shutdown.clone()));
+        let wake_tx = Arc::new(wake_tx);
+        let listener = tokio::spawn(listen(
+            self.pool.clone(),
+            Arc::clone(&wake_tx),
+            shutdown.clone(),
+        ));
         let retention = tokio::spawn(retain(
             self.pool.clone(),
             self.args.outbox_retention,
             shutdown.clone(),
         ));
+        // Stopped after the recorder, so leases hold while the last results are recorded.
+        let renewing = CancellationToken::new();
+        let renewer = tokio::spawn(Arc::clone(&self).renew_loop(renewing.clone()));
+        let prober =
+            tokio::spawn(Arc::clone(&self).probe_loop(Arc::clone(&wake_tx), shutdown.clone()));
 
         let in_flight = usize::from(self.args.relay_batches_in_flight);
-        // Claimers → senders: bounded, so claiming waits while enough is queued.
-        let (batch_tx, batch_rx) = mpsc::channel::<(Instant, Vec<Claimed>)>(in_flight);
-        let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
-        let (sent_tx, sent_rx) = mpsc::unbounded_channel::<Sent>();
+        // Claimers → senders → recorder: bounded, so claiming waits while enough
+        // is queued and nothing piles up in memory when the database is slow.
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(in_flight);
+        let batch_rx = Arc::new(Mutex::new(batch_rx));
+        let (sent_tx, sent_rx) = mpsc::channel::<Sent>(2 * in_flight);
         let claimers: Vec<_> = (0..self.args.relay_workers)
             .map(|_| {
                 tokio::spawn(Arc::clone(&self).claim_loop(
@@ -309,37 +491,35 @@ impl<P: Publisher> Relay<P> {
                     // Ends when the claimers are gone and the queue is empty.
                     loop {
                         let next = batches.lock().await.recv().await;
-                        let Some((claimed_at, rows)) = next else {
+                        let Some(batch) = next else { break };
+                        if sent.send(relay.send(batch, &shutdown).await).await.is_err() {
                             break;
-                        };
-                        // Not sent: on shutdown (ECS allows 30 s; `release` below
-                        // frees the rows for the other replicas), or when the lease
-                        // is nearly over (another relay may claim them any moment).
-                        if shutdown.is_cancelled()
-                            || claimed_at.elapsed() > relay.args.relay_lease.mul_f64(0.8)
-                        {
-                            continue;
                         }
-                        let _ = sent.send(relay.send(rows).await);
                     }
                 })
             })
             .collect();
         drop(sent_tx);
-        let recorder = tokio::spawn(Arc::clone(&self).record_loop(sent_rx));
+        let recorder = tokio::spawn(Arc::clone(&self).record_loop(
+            sent_rx,
+            Arc::clone(&wake_tx),
+            shutdown.clone(),
+        ));
         tracing::info!(relay_id = %self.id, claimers = claimers.len(), senders = senders.len(), "relay started");
 
         for task in claimers.into_iter().chain(senders) {
             let _ = task.await;
         }
         let _ = recorder.await;
-        let _ = listener.await;
-        let _ = retention.await;
+        renewing.cancel();
+        for task in [renewer, prober, listener, retention] {
+            let _ = task.await;
+        }
         match store::release(&self.pool, self.id).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(released = n, "released claims on shutdown"),
+            Ok(n) => tracing::info!(released = n, "released lanes on shutdown"),
             Err(e) => {
-                tracing::warn!(error = %e, "failed to release claims; they expire with the lease")
+                tracing::warn!(error = %format!("{e:#}"), "failed to release lanes; they expire with the lease")
             }
         }
         tracing::info!(relay_id = %self.id, "relay stopped");
@@ -347,38 +527,33 @@ impl<P: Publisher> Relay<P> {
 
     async fn claim_loop(
         self: Arc<Self>,
-        batches: mpsc::Sender<(Instant, Vec<Claimed>)>,
+        batches: mpsc::Sender<Batch>,
         mut wake: watch::Receiver<u64>,
         shutdown: CancellationToken,
     ) {
         let mut db_failures = 0u32;
         while !shutdown.is_cancelled() {
-            // SQS is down: back off instead of claiming (and failing) the backlog.
-            let rounds = self.outage_rounds.load(Ordering::Relaxed);
-            if rounds > 0 {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(self.backoff(rounds as i32)) => {}
-                }
-            }
-            // Seen before claiming: a notification that lands while we claim wakes the next wait.
+            // Seen before claiming: a wake-up that lands while we claim wakes the next wait.
             wake.borrow_and_update();
-            let claimed_at = Instant::now();
-            match self.claim(self.args.relay_claim_size.into()).await {
-                Ok(rows) if !rows.is_empty() => {
-                    db_failures = 0;
-                    for batch in split_batches(&rows) {
-                        if batches.send((claimed_at, batch.to_vec())).await.is_err() {
-                            return;
+            // During an outage only the prober sends; it wakes us when SQS is back.
+            if !self.outage.load(Ordering::SeqCst) {
+                let claimed_at = Instant::now();
+                match self.claim(false).await {
+                    Ok(rows) if !rows.is_empty() => {
+                        db_failures = 0;
+                        for rows in split_batches(rows) {
+                            if batches.send(Batch { claimed_at, rows }).await.is_err() {
+                                return;
+                            }
                         }
+                        continue;
                     }
-                    continue;
-                }
-                Ok(_) => db_failures = 0,
-                Err(e) => {
-                    db_failures += 1;
-                    if db_failures == 1 || db_failures.is_multiple_of(30) {
-                        tracing::warn!(error = %format!("{e:#}"), "relay cannot claim from the outbox; retrying");
+                    Ok(_) => db_failures = 0,
+                    Err(e) => {
+                        db_failures += 1;
+                        if db_failures == 1 || db_failures.is_multiple_of(30) {
+                            tracing::warn!(error = %format!("{e:#}"), "relay cannot claim from the outbox; retrying");
+                        }
                     }
                 }
             }
@@ -390,25 +565,108 @@ impl<P: Publisher> Relay<P> {
         }
     }
 
-    async fn record_loop(self: Arc<Self>, mut sent: mpsc::UnboundedReceiver<Sent>) {
+    /// Records results as they arrive, many batches per transaction. A failed
+    /// recording is retried until it succeeds (or the relay stops): the events
+    /// were sent, and their lanes stay claimed (and renewed) until recorded.
+    async fn record_loop(
+        self: Arc<Self>,
+        mut sent: mpsc::Receiver<Sent>,
+        wake: Arc<watch::Sender<u64>>,
+        shutdown: CancellationToken,
+    ) {
         let mut pending = Vec::new();
-        // Whatever arrived while the last statement ran is recorded in one go.
         while sent.recv_many(&mut pending, 256).await > 0 {
-            for attempt in 1..=3u64 {
+            let mut failures = 0u32;
+            loop {
                 match self.record(&pending).await {
-                    Ok(_) => break,
-                    Err(e) if attempt < 3 => {
-                        tracing::warn!(error = %format!("{e:#}"), attempt, "failed to record send results; retrying");
-                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    Ok(_) => {
+                        if failures > 0 {
+                            tracing::info!(
+                                attempts = failures + 1,
+                                "send results recorded after the database came back"
+                            );
+                        }
+                        break;
                     }
-                    // The rows stay claimed; after their lease they are sent
-                    // again (at least once, never lost).
                     Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "failed to record send results; the rows are re-sent after their lease")
+                        failures += 1;
+                        if failures == 1 {
+                            tracing::warn!(error = %format!("{e:#}"), "failed to record send results; retrying until the database answers");
+                        }
+                        // On shutdown, give up after a few tries: the leases run
+                        // out and the events are sent again (at least once, never lost).
+                        if shutdown.is_cancelled() && failures >= 3 {
+                            tracing::error!(error = %format!("{e:#}"), "send results not recorded at shutdown; these events will be sent again after their lease");
+                            break;
+                        }
+                        let delay = Duration::from_millis(100 * u64::from(failures.min(20)));
+                        tokio::time::sleep(delay).await;
                     }
                 }
             }
             pending.clear();
+            wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Extends this relay's leases every quarter lease while the relay runs.
+    async fn renew_loop(self: Arc<Self>, stop: CancellationToken) {
+        let every = self.args.relay_lease / 4;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let started = Instant::now();
+            match store::renew(&self.pool, self.id, self.args.relay_lease).await {
+                Ok(_) => *self.renewed_at.lock().expect("not poisoned") = Some(started),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "failed to renew outbox leases; sends stop before they run out")
+                }
+            }
+        }
+    }
+
+    /// During an outage, sends the oldest lane's head every
+    /// `RELAY_PROBE_INTERVAL`, backoff or not. The first success ends the outage:
+    /// every lane held back by it is due at once and the claimers wake up.
+    async fn probe_loop(
+        self: Arc<Self>,
+        wake: Arc<watch::Sender<u64>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut started: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.args.relay_probe_interval) => {}
+            }
+            if !self.outage.load(Ordering::SeqCst) {
+                started = None;
+                continue;
+            }
+            let since = *started.get_or_insert_with(Instant::now);
+            let claimed_at = Instant::now();
+            let recovered = match self.claim(true).await {
+                // Nothing waits: nothing to probe with, and nothing held back.
+                Ok(rows) if rows.is_empty() => true,
+                Ok(rows) => {
+                    let sent = self.send(Batch { claimed_at, rows }, &shutdown).await;
+                    matches!(
+                        self.record(std::slice::from_ref(&sent)).await,
+                        Ok(Outcome::Sent { .. })
+                    )
+                }
+                Err(_) => false,
+            };
+            if recovered {
+                let released = store::end_outage(&self.pool).await.unwrap_or_default();
+                self.outage.store(false, Ordering::SeqCst);
+                self.metrics.sqs_available.set(1);
+                tracing::info!(outage = ?since.elapsed(), released,
+                    "SQS reachable again; draining the outbox");
+                wake.send_modify(|n| *n = n.wrapping_add(1));
+            }
         }
     }
 }
@@ -422,7 +680,7 @@ pub fn backoff(base: Duration, max: Duration, attempt: i32) -> Duration {
 /// Turns `NOTIFY outbox_events` into wake-ups. sqlx reconnects the listener when
 /// its connection drops (database restart, `pg_terminate_backend`); notifications
 /// sent meanwhile are lost, so a reconnect also wakes the workers.
-async fn listen(pool: PgPool, wake: watch::Sender<u64>, shutdown: CancellationToken) {
+async fn listen(pool: PgPool, wake: Arc<watch::Sender<u64>>, shutdown: CancellationToken) {
     let bump = |wake: &watch::Sender<u64>| wake.send_modify(|n| *n = n.wrapping_add(1));
     let mut listener: Option<PgListener> = None;
     let mut failures = 0u32;
@@ -530,10 +788,52 @@ mod tests {
     }
 
     #[test]
-    fn defaults_parse() {
+    fn defaults_parse_and_validate() {
         let args = RelayArgs::defaults();
+        args.validate().unwrap();
         assert!(args.relay_enabled);
-        assert_eq!(args.relay_lease, Duration::from_secs(60));
+        assert_eq!(args.relay_lease, Duration::from_secs(10));
         assert_eq!(args.outbox_retention, Duration::from_secs(4 * 3600));
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_by_name() {
+        let refused = |args: RelayArgs| args.validate().unwrap_err().to_string();
+        let defaults = RelayArgs::defaults;
+        assert!(
+            refused(RelayArgs {
+                relay_lease: Duration::ZERO,
+                ..defaults()
+            })
+            .starts_with("RELAY_LEASE")
+        );
+        assert!(
+            refused(RelayArgs {
+                relay_poll_interval: Duration::ZERO,
+                ..defaults()
+            })
+            .starts_with("RELAY_POLL_INTERVAL")
+        );
+        assert!(
+            refused(RelayArgs {
+                relay_poll_interval: Duration::from_millis(5),
+                ..defaults()
+            })
+            .starts_with("RELAY_POLL_INTERVAL")
+        );
+        assert!(
+            refused(RelayArgs {
+                relay_lease: Duration::from_secs(6),
+                ..defaults()
+            })
+            .starts_with("RELAY_LEASE")
+        );
+        assert!(
+            refused(RelayArgs {
+                relay_backoff_base: Duration::from_secs(120),
+                ..defaults()
+            })
+            .starts_with("RELAY_BACKOFF_BASE")
+        );
     }
 }

@@ -223,25 +223,42 @@ pub trait Publisher: Send + Sync + 'static {
 pub const MAX_BATCH_ENTRIES: usize = 10;
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 
-/// Splits rows into batches SQS accepts: at most 10 entries and 256 KiB of
-/// bodies plus attributes per call. A single oversized row travels alone (SQS
-/// will refuse it and it will eventually be parked, visible to an operator).
-pub fn split_batches(rows: &[Claimed]) -> Vec<&[Claimed]> {
-    let mut batches = Vec::new();
-    let mut start = 0;
+/// Packs claimed runs into batches SQS accepts (at most 10 entries and 256 KiB of
+/// bodies plus attributes per call) without ever splitting one aggregate's run
+/// across two batches: two batches of one aggregate in flight at once could
+/// arrive in either order. `rows` come lane by lane (see [`crate::store::claim`]);
+/// a run too big for one batch is cut to the prefix that fits, and the rest
+/// waits for the next claim of its lane. A single event too big for SQS travels
+/// alone (SQS refuses it; it is parked, visible to an operator; new events that
+/// big are refused when written).
+pub fn split_batches(rows: Vec<Claimed>) -> Vec<Vec<Claimed>> {
+    let mut batches: Vec<Vec<Claimed>> = Vec::new();
+    let mut current: Vec<Claimed> = Vec::new();
     let mut bytes = 0;
-    for (i, row) in rows.iter().enumerate() {
-        let size = message_size(row);
-        let count = i - start;
-        if count > 0 && (count == MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES) {
-            batches.push(&rows[start..i]);
-            start = i;
+    let mut rows = rows.into_iter().peekable();
+    while let Some(first) = rows.next() {
+        // The run of `first`'s lane, cut to what fits in one batch.
+        let mut run_bytes = message_size(&first);
+        let mut run = vec![first];
+        while let Some(next) = rows.next_if(|r| r.aggregate_id == run[0].aggregate_id) {
+            let size = message_size(&next);
+            if run.len() < MAX_BATCH_ENTRIES && run_bytes + size <= MAX_BATCH_BYTES {
+                run_bytes += size;
+                run.push(next);
+            }
+        }
+        if !current.is_empty()
+            && (current.len() + run.len() > MAX_BATCH_ENTRIES
+                || bytes + run_bytes > MAX_BATCH_BYTES)
+        {
+            batches.push(std::mem::take(&mut current));
             bytes = 0;
         }
-        bytes += size;
+        bytes += run_bytes;
+        current.extend(run);
     }
-    if start < rows.len() {
-        batches.push(&rows[start..]);
+    if !current.is_empty() {
+        batches.push(current);
     }
     batches
 }

@@ -1,23 +1,32 @@
-//! The outbox table (`migrations/booking`). Writers call [`enqueue`] inside their
-//! own transaction; everything else here belongs to the relay and to the
-//! operator endpoints.
+//! The outbox table and its lanes (`migrations/booking`). Writers call
+//! [`enqueue`] inside their own transaction; everything else here belongs to the
+//! relay and to the operator endpoints.
 //!
 //! # How relays coordinate
-//! Rows are *claimed with a lease*: one short statement picks due rows with
-//! `FOR UPDATE SKIP LOCKED`, stamps them `claimed_by`/`claimed_until` and commits.
-//! The relay then talks to SQS with no transaction open, and records the outcome
-//! in a second short statement. So:
-//! - replicas never wait on each other's batches (SKIP LOCKED skips rows being
-//!   claimed; the lease hides rows already claimed);
-//! - a crashed relay's rows become claimable again when the lease runs out;
-//! - no connection sits idle-in-transaction for the length of an SQS call, which
-//!   is what bloats tables and exhausts pools in row-lock-for-the-whole-batch designs.
+//! Every aggregate with unpublished events has a *lane* (`outbox_lane`, kept by
+//! the insert trigger in the writer's transaction). Relays claim lanes, not rows,
+//! *with a lease*: one short statement picks the oldest due lanes with
+//! `FOR UPDATE SKIP LOCKED`, stamps them `claimed_by`/`claimed_until` and reads the
+//! first few unpublished events of each (a *run*). The relay then talks to SQS
+//! with no transaction open, and records the outcome in one short transaction.
+//! So:
+//! - replicas never wait on each other (SKIP LOCKED skips lanes being claimed; the
+//!   lease hides lanes already claimed);
+//! - a crashed relay's lanes become claimable again when the lease runs out (the
+//!   live relay renews its leases while it works, so the lease can be short);
+//! - no connection sits idle-in-transaction for the length of an SQS call;
+//! - claiming never locks outbox rows, so recording (which only updates outbox
+//!   rows and the relay's own lanes) never waits behind a claim.
 //!
-//! Order per aggregate: a row is only claimable when no *earlier unpublished* row
-//! of the same aggregate exists — pending, backing off, claimed by another relay
-//! or parked. So each claim holds at most the head of every aggregate, and the
-//! next event of an aggregate is sent only after SQS accepted the previous one.
-//! Other aggregates are not held up.
+//! Order per aggregate: only the lane's owner sends its events, a run is the
+//! lane's *first* unpublished events in `seq` order, and the lane is released only
+//! after the run's outcome is recorded. So an event is sent only after every
+//! earlier event of its aggregate was accepted by SQS (or in the same
+//! SendMessageBatch, right before it), and no two batches of one aggregate are
+//! ever in flight at once. Other aggregates are not held up.
+//!
+//! Claim cost: O(lanes returned + lanes skipped), whatever the backlog; see the
+//! migration for why and `scripts/bench.sh` for the plans at 10k and 1M pending.
 
 use std::time::Duration;
 
@@ -28,6 +37,10 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::envelope::{EventEnvelope, NewEvent};
+
+/// The largest envelope (as sent, in ASCII) an event may have: SQS takes 256 KiB
+/// per message, body and attributes together; the attributes get the rest.
+pub const MAX_EVENT_BYTES: usize = 255 * 1024;
 
 /// Writes `event` to the outbox on the caller's connection — pass the business
 /// transaction (`&mut *tx`) so the event commits or rolls back with the change.
@@ -44,6 +57,12 @@ pub async fn enqueue(conn: &mut PgConnection, event: NewEvent) -> anyhow::Result
         payload: event.payload,
     };
     let json = serde_json::to_value(&envelope).context("Failed to serialise the event envelope")?;
+    // Refused here, in the writer's transaction, rather than parked forever by SQS.
+    let size = wire_body(&json.to_string()).len();
+    anyhow::ensure!(
+        size <= MAX_EVENT_BYTES,
+        "the event is {size} bytes on the wire, over the {MAX_EVENT_BYTES}-byte limit of one SQS message"
+    );
     sqlx::query!(
         r#"insert into outbox (event_id, aggregate_type, aggregate_id, event_type, event_version, envelope, traceparent, created_at)
            values ($1, $2, $3, $4, $5, $6, $7, $8)"#,
@@ -62,7 +81,7 @@ pub async fn enqueue(conn: &mut PgConnection, event: NewEvent) -> anyhow::Result
     Ok(envelope)
 }
 
-/// A row the relay claimed and now owns until its lease ends.
+/// An event the relay claimed (through its lane) and now owns until the lease ends.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub seq: i64,
@@ -70,72 +89,141 @@ pub struct Claimed {
     pub aggregate_id: Uuid,
     pub event_type: String,
     pub event_version: i32,
-    /// The envelope as JSON text, sent verbatim.
+    /// The envelope as it goes on the wire: JSON in plain ASCII (see [`wire_body`]).
     pub body: String,
     pub traceparent: Option<String>,
     pub created_at: DateTime<Utc>,
     pub attempts: i32,
 }
 
-/// Claims up to `limit` due rows for `relay_id` for `lease` (see module docs).
+/// What to claim.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimSize {
+    /// Lanes (aggregates) per claim.
+    pub lanes: i64,
+    /// Consecutive events of one lane per claim (they travel in one SendMessageBatch).
+    pub run: i64,
+}
+
+/// The claim statement (public so the benchmark can `EXPLAIN` exactly this):
+/// $1 lanes, $2 relay id, $3 lease in seconds, $4 run, $5 ignore outage backoff.
+/// The lanes are locked and stamped by the CTE; their events are read in the
+/// same statement. Both walks are index scans (see the migration).
+pub const CLAIM_SQL: &str = r#"
+    with lanes as (
+        update outbox_lane l
+        set claimed_by = $2, claimed_until = now() + make_interval(secs => $3)
+        where l.aggregate_id = any(array(
+            select c.aggregate_id
+            from outbox_lane c
+            where c.parked_at is null
+              and (c.next_attempt_at <= now() or ($5 and c.outage))
+              and (c.claimed_until is null or c.claimed_until < now())
+            order by c.head_seq
+            limit $1
+            for update skip locked))
+        returning l.aggregate_id, l.head_seq
+    )
+    select o.seq, o.event_id, o.aggregate_id, o.event_type, o.event_version,
+           o.envelope::text as body, o.traceparent, o.created_at, o.attempts,
+           lanes.head_seq as lane_order
+    from lanes
+    cross join lateral (
+        select e.* from outbox e
+        where e.aggregate_id = lanes.aggregate_id and e.published_at is null
+        order by e.seq
+        limit $4) o
+"#;
+
+/// Claims up to `size.lanes` due lanes for `relay_id` for `lease` and returns
+/// the first `size.run` unpublished events of each: lanes oldest first, each
+/// lane's events in `seq` order and contiguous. `ignore_outage` also claims lanes
+/// held back by an outage whose backoff has not run out yet (the outage prober).
 pub async fn claim(
     pool: &PgPool,
     relay_id: Uuid,
-    limit: i64,
+    size: ClaimSize,
     lease: Duration,
+    ignore_outage: bool,
 ) -> anyhow::Result<Vec<Claimed>> {
-    let mut rows = sqlx::query_as!(
-        Claimed,
-        r#"
-        update outbox
-        set claimed_by = $2, claimed_until = now() + make_interval(secs => $3)
-        where seq = any(array(
-            select o.seq
-            from outbox o
-            where o.published_at is null
-              and o.parked_at is null
-              and o.next_attempt_at <= now()
-              and (o.claimed_until is null or o.claimed_until < now())
-              and not exists (
-                  select 1 from outbox earlier
-                  where earlier.aggregate_id = o.aggregate_id
-                    and earlier.seq < o.seq
-                    and earlier.published_at is null)
-            order by o.seq
-            limit $1
-            for update of o skip locked))
-        returning seq, event_id, aggregate_id, event_type, event_version, envelope::text as "body!",
-                  traceparent, created_at, attempts
-        "#,
-        limit,
-        relay_id,
-        lease.as_secs_f64(),
-    )
-    .fetch_all(pool)
-    .await
-    .context("Failed to claim outbox rows")?;
-    rows.sort_by_key(|r| r.seq);
-    Ok(rows)
+    let mut rows = sqlx::query_as::<_, ClaimedRow>(CLAIM_SQL)
+        .bind(size.lanes)
+        .bind(relay_id)
+        .bind(lease.as_secs_f64())
+        .bind(size.run)
+        .bind(ignore_outage)
+        .fetch_all(pool)
+        .await
+        .context("Failed to claim outbox lanes")?;
+    rows.sort_by_key(|r| (r.lane_order, r.aggregate_id, r.seq));
+    Ok(rows.into_iter().map(Claimed::from).collect())
 }
 
-/// Records that SQS accepted these rows.
-pub async fn mark_published(pool: &PgPool, seqs: &[i64]) -> anyhow::Result<u64> {
-    if seqs.is_empty() {
-        return Ok(0);
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    seq: i64,
+    event_id: Uuid,
+    aggregate_id: Uuid,
+    event_type: String,
+    event_version: i32,
+    body: String,
+    traceparent: Option<String>,
+    created_at: DateTime<Utc>,
+    attempts: i32,
+    lane_order: i64,
+}
+
+impl From<ClaimedRow> for Claimed {
+    fn from(r: ClaimedRow) -> Self {
+        Self {
+            seq: r.seq,
+            event_id: r.event_id,
+            aggregate_id: r.aggregate_id,
+            event_type: r.event_type,
+            event_version: r.event_version,
+            body: wire_body(&r.body),
+            traceparent: r.traceparent,
+            created_at: r.created_at,
+            attempts: r.attempts,
+        }
     }
-    let done = sqlx::query!(
-        r#"update outbox
-           set published_at = now(), claimed_by = null, claimed_until = null
-           where seq = any($1) and published_at is null"#,
-        seqs,
-    )
-    .execute(pool)
-    .await
-    .context("Failed to mark outbox rows published")?;
-    Ok(done.rows_affected())
 }
 
-/// A row SQS did not accept, and when to try it again.
+/// JSON text with every non-ASCII character written as a `\uXXXX` escape (a
+/// surrogate pair above U+FFFF). The same JSON value, in plain ASCII: SQS refuses
+/// bodies with characters outside its allowed set (U+FFFE, U+FFFF, …), and a
+/// name the API accepted must never make its event unsendable. Outside strings
+/// JSON is ASCII already, so escaping character by character is safe.
+pub fn wire_body(json: &str) -> String {
+    if json.is_ascii() {
+        return json.to_owned();
+    }
+    let mut out = String::with_capacity(json.len() + json.len() / 2);
+    let mut units = [0u16; 2];
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// The relay's result for one claimed lane.
+#[derive(Debug, Clone)]
+pub struct LaneResult {
+    pub aggregate_id: Uuid,
+    /// Events of the run SQS accepted.
+    pub published: Vec<i64>,
+    /// The first event of the run that was not accepted, if any; the lane backs
+    /// off on it (later events of the run that SQS did accept stay published).
+    pub failure: Option<Failure>,
+}
+
+/// An event SQS did not accept, and when to try it again.
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub seq: i64,
@@ -147,63 +235,201 @@ pub struct Failure {
     pub may_park: bool,
 }
 
-/// A failed row after recording: parked when it used up its attempts.
-#[derive(Debug, Clone)]
+/// What recording changed.
+#[derive(Debug, Clone, Default)]
 pub struct Recorded {
+    /// Events flipped to published by this call (not by an earlier, retried one).
+    pub published: Vec<PublishedEvent>,
+    /// Failures recorded (lanes still owned by this relay).
+    pub failed: Vec<FailedEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublishedEvent {
+    pub seq: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FailedEvent {
     pub event_id: Uuid,
     pub attempts: i32,
     pub parked: bool,
 }
 
-/// Records failed sends: attempts + 1, the error, the next attempt time; parks
-/// rows that reached `max_attempts` through failures that may park. Releases
-/// the claims.
-pub async fn mark_failed(
+/// Records the outcome of claimed runs in one transaction: accepted events are
+/// marked published (and leave their lane's count, exactly once however often
+/// this is retried); lanes of `relay_id` are released (or deleted when drained);
+/// lanes with a failure back off, counting an attempt on the failed event and
+/// parking it after `max_attempts` failures that may park.
+///
+/// Marking published is never fenced: SQS has those events, whoever claims the
+/// lane next. Everything else is fenced on `claimed_by = relay_id`, so a relay
+/// whose lease ran out cannot disturb the lane's new owner.
+pub async fn record(
     pool: &PgPool,
-    failures: &[Failure],
+    relay_id: Uuid,
+    results: &[LaneResult],
     max_attempts: i32,
-) -> anyhow::Result<Vec<Recorded>> {
-    if failures.is_empty() {
-        return Ok(Vec::new());
+) -> anyhow::Result<Recorded> {
+    let mut tx = pool
+        .begin()
+        .await
+        .context("Failed to begin a transaction")?;
+    let seqs: Vec<i64> = results
+        .iter()
+        .flat_map(|r| r.published.iter().copied())
+        .collect();
+    let published = if seqs.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as!(
+            PublishedEvent,
+            r#"with done as (
+                   update outbox set published_at = now()
+                   where seq = any($1) and published_at is null
+                   returning seq, aggregate_id, created_at
+               ), counts as (
+                   select aggregate_id, count(*) as n from done group by aggregate_id
+               ), lanes as (
+                   update outbox_lane l set pending = l.pending - c.n
+                   from counts c where l.aggregate_id = c.aggregate_id
+               )
+               select seq as "seq!", created_at as "created_at!" from done"#,
+            &seqs,
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .context("Failed to mark outbox events published")?
+    };
+
+    // Lanes whose whole run went: released (due at once; their next events go
+    // next) or, when nothing is left, deleted. `head_seq` moves past the run, so
+    // lanes keep being served oldest first.
+    let (done_lanes, done_heads): (Vec<Uuid>, Vec<i64>) = results
+        .iter()
+        .filter(|r| r.failure.is_none())
+        .map(|r| {
+            let last = r.published.iter().copied().max().unwrap_or_default();
+            (r.aggregate_id, last + 1)
+        })
+        .unzip();
+    if !done_lanes.is_empty() {
+        sqlx::query!(
+            r#"with released as (
+                   update outbox_lane l
+                   set claimed_by = null, claimed_until = null, next_attempt_at = now(),
+                       outage = false, head_seq = greatest(l.head_seq, f.head)
+                   from unnest($2::uuid[], $3::bigint[]) as f(aggregate_id, head)
+                   where l.aggregate_id = f.aggregate_id and l.claimed_by = $1 and l.pending > 0
+               )
+               delete from outbox_lane where aggregate_id = any($2) and pending <= 0"#,
+            relay_id,
+            &done_lanes,
+            &done_heads,
+        )
+        .execute(&mut *tx)
+        .await
+        .context("Failed to release outbox lanes")?;
     }
-    let seqs: Vec<i64> = failures.iter().map(|f| f.seq).collect();
-    let errors: Vec<String> = failures.iter().map(|f| truncate(&f.error, 2000)).collect();
-    let delays: Vec<f64> = failures.iter().map(|f| f.retry_in.as_secs_f64()).collect();
-    let may_park: Vec<bool> = failures.iter().map(|f| f.may_park).collect();
-    let rows = sqlx::query_as!(
-        Recorded,
-        r#"update outbox o
-           set attempts = o.attempts + 1,
-               last_error = f.error,
-               next_attempt_at = now() + make_interval(secs => f.delay),
-               parked_at = case when f.may_park and o.attempts + 1 >= $4 then now() end,
-               claimed_by = null,
-               claimed_until = null
-           from unnest($1::bigint[], $2::text[], $3::float8[], $5::bool[]) as f(seq, error, delay, may_park)
-           where o.seq = f.seq and o.published_at is null
-           returning o.event_id, o.attempts, (o.parked_at is not null) as "parked!""#,
-        &seqs,
-        &errors,
-        &delays,
-        max_attempts,
-        &may_park,
-    )
-    .fetch_all(pool)
-    .await
-    .context("Failed to record failed outbox sends")?;
-    Ok(rows)
+
+    let failures: Vec<(Uuid, &Failure)> = results
+        .iter()
+        .filter_map(|r| r.failure.as_ref().map(|f| (r.aggregate_id, f)))
+        .collect();
+    let failed = if failures.is_empty() {
+        Vec::new()
+    } else {
+        let lanes: Vec<Uuid> = failures.iter().map(|(lane, _)| *lane).collect();
+        let seqs: Vec<i64> = failures.iter().map(|(_, f)| f.seq).collect();
+        let errors: Vec<String> = failures
+            .iter()
+            .map(|(_, f)| truncate(&f.error, 2000))
+            .collect();
+        let delays: Vec<f64> = failures
+            .iter()
+            .map(|(_, f)| f.retry_in.as_secs_f64())
+            .collect();
+        let may_park: Vec<bool> = failures.iter().map(|(_, f)| f.may_park).collect();
+        sqlx::query_as!(
+            FailedEvent,
+            r#"with owned as (
+                   select aggregate_id from outbox_lane
+                   where aggregate_id = any($2) and claimed_by = $1
+                   for update
+               ), failed as (
+                   update outbox o
+                   set attempts = o.attempts + 1,
+                       last_error = f.error,
+                       next_attempt_at = now() + make_interval(secs => f.delay),
+                       parked_at = case when f.may_park and o.attempts + 1 >= $7 then now() end
+                   from unnest($3::bigint[], $4::text[], $5::float8[], $6::bool[]) as f(seq, error, delay, may_park)
+                   where o.seq = f.seq and o.published_at is null
+                     and o.aggregate_id in (select aggregate_id from owned)
+                   returning o.aggregate_id, o.seq, o.event_id, o.attempts, o.next_attempt_at,
+                             o.parked_at, f.may_park
+               )
+               update outbox_lane l
+               set claimed_by = null, claimed_until = null,
+                   next_attempt_at = failed.next_attempt_at, outage = not failed.may_park,
+                   parked_at = failed.parked_at, head_seq = greatest(l.head_seq, failed.seq)
+               from failed
+               where l.aggregate_id = failed.aggregate_id
+               returning failed.event_id as "event_id!", failed.attempts as "attempts!",
+                         (failed.parked_at is not null) as "parked!""#,
+            relay_id,
+            &lanes,
+            &seqs,
+            &errors,
+            &delays,
+            &may_park,
+            max_attempts,
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .context("Failed to record failed outbox sends")?
+    };
+    tx.commit()
+        .await
+        .context("Failed to commit the send results")?;
+    Ok(Recorded { published, failed })
 }
 
-/// Gives back every claim `relay_id` still holds (on shutdown), so other relays
+/// Extends the lease of every lane `relay_id` holds; returns how many.
+pub async fn renew(pool: &PgPool, relay_id: Uuid, lease: Duration) -> anyhow::Result<u64> {
+    let done = sqlx::query!(
+        "update outbox_lane set claimed_until = now() + make_interval(secs => $2) where claimed_by = $1",
+        relay_id,
+        lease.as_secs_f64(),
+    )
+    .execute(pool)
+    .await
+    .context("Failed to renew outbox leases")?;
+    Ok(done.rows_affected())
+}
+
+/// SQS answers again: every lane that backs off because of an outage (not
+/// because SQS refused its event) is due now. Returns how many.
+pub async fn end_outage(pool: &PgPool) -> anyhow::Result<u64> {
+    let done = sqlx::query!(
+        "update outbox_lane set next_attempt_at = now(), outage = false where outage",
+    )
+    .execute(pool)
+    .await
+    .context("Failed to release the outbox lanes held back by the outage")?;
+    Ok(done.rows_affected())
+}
+
+/// Gives back every lane `relay_id` still holds (on shutdown), so other relays
 /// need not wait for the lease to run out.
 pub async fn release(pool: &PgPool, relay_id: Uuid) -> anyhow::Result<u64> {
     let done = sqlx::query!(
-        "update outbox set claimed_by = null, claimed_until = null where claimed_by = $1 and published_at is null",
+        "update outbox_lane set claimed_by = null, claimed_until = null where claimed_by = $1",
         relay_id,
     )
     .execute(pool)
     .await
-    .context("Failed to release outbox claims")?;
+    .context("Failed to release outbox lanes")?;
     Ok(done.rows_affected())
 }
 
@@ -234,7 +460,7 @@ pub async fn purge_published(
 pub enum DeliveryState {
     /// Waiting for the relay (or for an earlier event of the same aggregate).
     Pending,
-    /// Claimed by a relay that is sending it now.
+    /// Its aggregate is claimed by a relay that is sending it now.
     InFlight,
     /// A send failed; it is retried at `nextAttemptAt`.
     BackingOff,
@@ -278,6 +504,7 @@ struct EntryRow {
     last_error: Option<String>,
     next_attempt_at: DateTime<Utc>,
     claimed_until: Option<DateTime<Utc>>,
+    lane_next_attempt_at: Option<DateTime<Utc>>,
     parked_at: Option<DateTime<Utc>>,
     published_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -289,7 +516,7 @@ impl From<EntryRow> for OutboxEntry {
             DeliveryState::Parked
         } else if r.claimed_until.is_some_and(|until| until > r.now) {
             DeliveryState::InFlight
-        } else if r.attempts > 0 && r.next_attempt_at > r.now {
+        } else if r.attempts > 0 && r.lane_next_attempt_at.is_some_and(|at| at > r.now) {
             DeliveryState::BackingOff
         } else {
             DeliveryState::Pending
@@ -320,12 +547,13 @@ pub async fn list_unpublished(
 ) -> anyhow::Result<Vec<OutboxEntry>> {
     let rows = sqlx::query_as!(
         EntryRow,
-        r#"select seq, event_id, event_type, event_version, aggregate_type, aggregate_id, created_at,
-                  attempts, last_error, next_attempt_at, claimed_until, parked_at, published_at,
+        r#"select o.seq, o.event_id, o.event_type, o.event_version, o.aggregate_type, aggregate_id, o.created_at,
+                  o.attempts, o.last_error, o.next_attempt_at, l.claimed_until as "claimed_until?",
+                  l.next_attempt_at as "lane_next_attempt_at?", o.parked_at, o.published_at,
                   now() as "now!"
-           from outbox
-           where published_at is null and seq > $1
-           order by seq
+           from outbox o left join outbox_lane l using (aggregate_id)
+           where o.published_at is null and o.seq > $1
+           order by o.seq
            limit $2"#,
         after_seq,
         limit,
@@ -340,10 +568,13 @@ pub async fn list_unpublished(
 pub async fn find(pool: &PgPool, event_id: Uuid) -> anyhow::Result<Option<OutboxEntry>> {
     let row = sqlx::query_as!(
         EntryRow,
-        r#"select seq, event_id, event_type, event_version, aggregate_type, aggregate_id, created_at,
-                  attempts, last_error, next_attempt_at, claimed_until, parked_at, published_at,
+        r#"select o.seq, o.event_id, o.event_type, o.event_version, o.aggregate_type, o.aggregate_id, o.created_at,
+                  o.attempts, o.last_error, o.next_attempt_at, l.claimed_until as "claimed_until?",
+                  l.next_attempt_at as "lane_next_attempt_at?", o.parked_at, o.published_at,
                   now() as "now!"
-           from outbox where event_id = $1"#,
+           from outbox o left join outbox_lane l
+             on l.aggregate_id = o.aggregate_id and o.published_at is null
+           where o.event_id = $1"#,
         event_id,
     )
     .fetch_optional(pool)
@@ -376,6 +607,15 @@ pub async fn retry(pool: &PgPool, event_id: Uuid) -> anyhow::Result<RetryOutcome
     .await
     .context("Failed to requeue the outbox event")?;
     if updated.rows_affected() == 1 {
+        // The lane waits on its head: make it due (and no longer parked) too.
+        sqlx::query!(
+            r#"update outbox_lane set parked_at = null, next_attempt_at = now(), outage = false
+               where aggregate_id = (select aggregate_id from outbox where event_id = $1)"#,
+            event_id,
+        )
+        .execute(&mut *tx)
+        .await
+        .context("Failed to requeue the outbox lane")?;
         sqlx::query!("select pg_notify('outbox_events', '')")
             .execute(&mut *tx)
             .await
@@ -402,22 +642,24 @@ pub struct Stats {
     pub oldest_pending_age_seconds: f64,
 }
 
-/// Reads only unpublished rows (through the partial index), however many
-/// published rows retention still keeps.
+/// Reads the lanes (one row per aggregate with a backlog) and one index entry,
+/// however many events are pending and however many published rows retention
+/// still keeps.
 pub async fn stats(pool: &PgPool) -> anyhow::Result<Stats> {
+    // Only a lane's head can be parked, so parked lanes = parked events.
     let row = sqlx::query!(
         r#"select
-             count(*) filter (where parked_at is null) as "pending!",
-             count(*) filter (where parked_at is not null) as "parked!",
-             coalesce(extract(epoch from now() - min(created_at))::float8, 0) as "oldest!"
-           from outbox
-           where published_at is null"#
+             coalesce((select sum(pending) from outbox_lane), 0)::int8 as "unpublished!",
+             (select count(*) from outbox_lane where parked_at is not null) as "parked!",
+             coalesce(extract(epoch from now() - (
+                 select created_at from outbox where published_at is null order by seq limit 1
+             ))::float8, 0) as "oldest!""#
     )
     .fetch_one(pool)
     .await
     .context("Failed to read outbox statistics")?;
     Ok(Stats {
-        pending: row.pending,
+        pending: (row.unpublished - row.parked).max(0),
         parked: row.parked,
         oldest_pending_age_seconds: row.oldest,
     })
