@@ -4,7 +4,7 @@
 #   1. a booking is paid: POST /api/flights, then payment-service records its payment;
 #   2. a second booking is paid the same way;
 #   3. the queue is BLOCKED: a third booking is still committed (201) and its event
-#      waits in the outbox, the relay retrying with backoff and recording the error;
+#      waits in the outbox, the relay probing the queue with it and recording the error;
 #   4. the queue is UNBLOCKED: the event drains and the flight is paid exactly once.
 #
 # Every expectation is checked; the script exits non-zero with a message when one
@@ -20,8 +20,8 @@
 # (http://127.0.0.1:8081), QUEUE_NAME (bookings.fifo), DLQ_NAME (QUEUE-dlq.fifo),
 # AWS_ENDPOINT_URL_SQS (else http://127.0.0.1:$SQS_PORT, SQS_PORT 9324),
 # DEMO_TIMEOUT (seconds each wait may take, 60), DEMO_DRAIN_TIMEOUT (seconds for
-# the drain after unblocking, 120: the relay's backoff may have grown to
-# RELAY_BACKOFF_MAX, 60 s by default), DEMO_STRICT_OUTBOX=1 (require the whole
+# the drain after unblocking, 120; the relay probes the queue every
+# RELAY_PROBE_INTERVAL, 500ms, so it starts within a second), DEMO_STRICT_OUTBOX=1 (require the whole
 # outbox to be empty at the end, not only our events; set by story-test.sh,
 # whose system has a database of its own).
 set -euo pipefail
@@ -199,7 +199,7 @@ http GET "$BOOKING_URL/api/flights/$FLIGHT3"
 [ "$STATUS" = 200 ] || fail "GET /api/flights/$FLIGHT3 answered $STATUS: the booking should be committed"
 ok "GET /api/flights/$FLIGHT3: 200, the booking is committed although SQS is unavailable"
 
-step "the event waits in GET /api/outbox; the relay retries with backoff"
+step "the event waits in GET /api/outbox; the relay probes the queue with it until SQS answers"
 deadline=$(($(now) + DEMO_TIMEOUT)); last_seen=""
 while :; do
   outbox_entry "$FLIGHT3"

@@ -502,9 +502,12 @@ async fn drop_database(pool: PgPool) -> anyhow::Result<()> {
         service_kit::testing::database_server()
     ))
     .await?;
-    sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
-        .execute(&admin)
-        .await?;
+    // The name comes from the server, not from input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database if exists \"{name}\" with (force)"
+    )))
+    .execute(&admin)
+    .await?;
     Ok(())
 }
 
@@ -515,10 +518,10 @@ async fn explain_claim(pool: &PgPool, relay: &RelayArgs) -> anyhow::Result<(Stri
     let mut plan = String::new();
     for _ in 0..5 {
         let mut tx = pool.begin().await?;
-        let lines: Vec<String> = sqlx::query_scalar(&format!(
+        let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "explain (analyze, buffers, costs off) {}",
             outbox::store::CLAIM_SQL
-        ))
+        )))
         .bind(i64::from(relay.relay_claim_size))
         .bind(Uuid::new_v4())
         .bind(relay.relay_lease.as_secs_f64())

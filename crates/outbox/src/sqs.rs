@@ -408,3 +408,47 @@ pub async fn create_queue(client: &Client, name: &str) -> anyhow::Result<String>
         .with_context(|| format!("Failed to create queue {name}"))?;
     output.queue_url.context("CreateQueue returned no URL")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn run(aggregate: Uuid, events: usize, body_bytes: usize) -> Vec<Claimed> {
+        (0..events)
+            .map(|i| Claimed {
+                seq: i as i64,
+                event_id: Uuid::new_v4(),
+                aggregate_id: aggregate,
+                event_type: "E".into(),
+                event_version: 1,
+                body: "x".repeat(body_bytes),
+                traceparent: None,
+                created_at: chrono::Utc::now(),
+                attempts: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_of_one_aggregate_is_never_split_across_batches() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let rows = [run(a, 4, 10), run(b, 4, 10), run(c, 4, 10)].concat();
+        let batches = split_batches(rows);
+        let shape: Vec<Vec<Uuid>> = batches
+            .iter()
+            .map(|batch| batch.iter().map(|r| r.aggregate_id).collect())
+            .collect();
+        assert_eq!(shape, [[vec![a; 4], vec![b; 4]].concat(), vec![c; 4]]);
+    }
+
+    #[test]
+    fn a_run_too_big_for_one_batch_is_cut_to_the_prefix_that_fits() {
+        let a = Uuid::new_v4();
+        let rows = run(a, 5, 100 * 1024);
+        let batches = split_batches(rows);
+        assert_eq!(batches.len(), 1);
+        let seqs: Vec<i64> = batches[0].iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [0, 1], "the rest waits for the lane's next claim");
+    }
+}

@@ -291,9 +291,21 @@ pub async fn record(
                    returning seq, aggregate_id, created_at
                ), counts as (
                    select aggregate_id, count(*) as n from done group by aggregate_id
+               ), drained as (
+                   -- A lane whose last events these were goes at once: one write
+                   -- instead of an update and a delete. A writer that added an
+                   -- event meanwhile holds the lane's row lock: this waits for it,
+                   -- re-checks `pending` on its version and keeps the lane.
+                   delete from outbox_lane l using counts c
+                   where l.aggregate_id = c.aggregate_id and l.pending = c.n
+                   returning l.aggregate_id
                ), lanes as (
+                   -- Not "pending <> n": that would be judged on the statement's
+                   -- snapshot and skip the lane the delete above kept for a writer.
                    update outbox_lane l set pending = l.pending - c.n
-                   from counts c where l.aggregate_id = c.aggregate_id
+                   from counts c
+                   where l.aggregate_id = c.aggregate_id
+                     and l.aggregate_id not in (select aggregate_id from drained)
                )
                select seq as "seq!", created_at as "created_at!" from done"#,
             &seqs,
@@ -303,9 +315,11 @@ pub async fn record(
         .context("Failed to mark outbox events published")?
     };
 
-    // Lanes whose whole run went: released (due at once; their next events go
-    // next) or, when nothing is left, deleted. `head_seq` moves past the run, so
-    // lanes keep being served oldest first.
+    // Lanes whose whole run went and that still hold events: released (due at
+    // once; their next events go next), `head_seq` moved past the run so lanes
+    // keep being served oldest first. A lane left at 0 (two relays recorded
+    // parts of it at once, which only a relay whose lease ran out can cause) is
+    // deleted here.
     let (done_lanes, done_heads): (Vec<Uuid>, Vec<i64>) = results
         .iter()
         .filter(|r| r.failure.is_none())
@@ -552,7 +566,8 @@ pub async fn list_unpublished(
                   l.next_attempt_at as "lane_next_attempt_at?", o.parked_at, o.published_at,
                   now() as "now!"
            from outbox o left join outbox_lane l using (aggregate_id)
-           where o.published_at is null and o.seq > $1
+           -- `attempts >= 0` (always true) selects the seq-ordered backlog index (see the migration).
+           where o.published_at is null and o.attempts >= 0 and o.seq > $1
            order by o.seq
            limit $2"#,
         after_seq,
@@ -652,7 +667,8 @@ pub async fn stats(pool: &PgPool) -> anyhow::Result<Stats> {
              coalesce((select sum(pending) from outbox_lane), 0)::int8 as "unpublished!",
              (select count(*) from outbox_lane where parked_at is not null) as "parked!",
              coalesce(extract(epoch from now() - (
-                 select created_at from outbox where published_at is null order by seq limit 1
+                 select created_at from outbox where published_at is null and attempts >= 0
+                 order by seq limit 1
              ))::float8, 0) as "oldest!""#
     )
     .fetch_one(pool)
@@ -674,4 +690,24 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_bodies_are_ascii_and_mean_the_same_json() {
+        let name = "Ann\u{FFFE}\u{FFFF} Zoë 🛫 \u{0301}";
+        let json = serde_json::json!({ "passengerName": name }).to_string();
+        let wire = wire_body(&json);
+        assert!(wire.is_ascii(), "{wire}");
+        assert!(
+            wire.contains("\\ufffe") && wire.contains("\\ud83d\\udeeb"),
+            "{wire}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back["passengerName"], name);
+        assert_eq!(wire_body("{\"a\":1}"), "{\"a\":1}");
+    }
 }

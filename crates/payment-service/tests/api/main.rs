@@ -2,4 +2,5 @@
 //! SQS-compatible server; each test has its own database and queues.
 
 mod consumer;
+mod end_to_end;
 mod helpers;
