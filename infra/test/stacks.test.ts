@@ -1,3 +1,5 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Match } from 'aws-cdk-lib/assertions';
 import {
   allowedActions,
@@ -78,6 +80,11 @@ describe('messaging', () => {
     });
   });
 
+  test('bookings.fifo runs in high-throughput mode (quotas per message group)', () => {
+    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === 'bookings.fifo');
+    expect(queue.properties).toMatchObject({ DeduplicationScope: 'messageGroup', FifoThroughputLimit: 'perMessageGroupId' });
+  });
+
   test('without alarmEmail there is no topic and alarms have no actions', () => {
     t.messaging.resourceCountIs('AWS::SNS::Topic', 0);
     for (const alarm of Object.values(resourcesOfType(t.messaging, 'AWS::CloudWatch::Alarm'))) {
@@ -128,12 +135,66 @@ describe('data', () => {
     t.data.resourceCountIs('AWS::EC2::SecurityGroupIngress', 0);
   });
 
-  test('deletionProtection context turns protection and the final snapshot on', () => {
-    const protectedData = synthTemplates({ deletionProtection: 'true' }).data;
-    protectedData.hasResource('AWS::RDS::DBCluster', {
-      Properties: Match.objectLike({ DeletionProtection: true }),
+  test.each([
+    [false, {}],
+    [false, { deletionProtection: 'false' }],
+    [true, { deletionProtection: 'true' }],
+    [true, { deletionProtection: true }],
+  ])('deletionProtection=%s: the cluster leaves a final snapshot on delete and on replacement (%j)', (expected, context) => {
+    const data = Object.keys(context).length === 0 ? t.data : synthTemplates(context).data;
+    data.hasResource('AWS::RDS::DBCluster', {
+      Properties: Match.objectLike({ DeletionProtection: expected }),
       DeletionPolicy: 'Snapshot',
+      UpdateReplacePolicy: 'Snapshot',
     });
+  });
+
+  test('the engine version is pinned and the instance takes no automatic minor upgrades', () => {
+    // Both halves of one choice (see AURORA_ENGINE_VERSION): with upgrades on, AWS moves the
+    // cluster past the pinned version and the next deploy fails.
+    const { properties } = onlyResource(t.data, 'AWS::RDS::DBCluster');
+    expect(properties.EngineVersion).toBe('17.9');
+    const instances = Object.values(resourcesOfType(t.data, 'AWS::RDS::DBInstance'));
+    expect(instances).toHaveLength(1);
+    expect(instances[0].Properties.AutoMinorVersionUpgrade).toBe(false);
+  });
+
+  test('one secret per service, each for its own role, attached to the cluster', () => {
+    for (const [id, username] of [['BookingDatabaseSecret', 'booking'], ['PaymentDatabaseSecret', 'payment']]) {
+      const secret = onlyResource(t.data, 'AWS::SecretsManager::Secret', (p) =>
+        JSON.stringify(p.GenerateSecretString ?? {}).includes(`\\"username\\":\\"${username}\\"`),
+      );
+      expect(secret.logicalId).toMatch(new RegExp(`^${id}`));
+      t.data.hasResourceProperties('AWS::SecretsManager::SecretTargetAttachment', {
+        SecretId: { Ref: secret.logicalId },
+        TargetType: 'AWS::RDS::DBCluster',
+      });
+    }
+  });
+
+  test('a custom resource creates the roles and databases through the Data API, after the writer is up', () => {
+    const cluster = onlyResource(t.data, 'AWS::RDS::DBCluster');
+    expect(cluster.properties.EnableHttpEndpoint).toBe(true);
+    const resources = t.data.toJSON().Resources;
+    const [roleId, roles] = Object.entries(resources).find(([, r]: [string, any]) => r.Type === 'Custom::ServiceDatabaseRoles') as [string, any];
+    expect(roles.Properties.Services).toEqual([
+      { Role: 'booking', Database: 'booking', SecretArn: { Ref: expect.stringMatching(/^BookingDatabaseSecretAttachment/) } },
+      { Role: 'payment', Database: 'payment', SecretArn: { Ref: expect.stringMatching(/^PaymentDatabaseSecretAttachment/) } },
+    ]);
+    expect(roles.DependsOn).toEqual(expect.arrayContaining([cluster.logicalId, expect.stringMatching(/^AuroraWriter/)]));
+    expect(roles.DeletionPolicy ?? 'Delete').toBe('Delete');
+    void roleId;
+
+    // Only that function may use the Data API and read the admin secret.
+    const fn = onlyResource(t.data, 'AWS::Lambda::Function', (p) => JSON.stringify(p).includes('Data API'));
+    expect(fn.properties.Runtime).toMatch(/^nodejs2\d\.x$/);
+    const fnRole = fn.properties.Role['Fn::GetAtt'][0];
+    const actions = allowedActions(t.data, fnRole);
+    expect(actions).toEqual(expect.arrayContaining(['rds-data:ExecuteStatement', 'secretsmanager:GetSecretValue']));
+    const dataApiRoles = Object.values(resourcesOfType(t.data, 'AWS::IAM::Policy'))
+      .filter((p) => JSON.stringify(p.Properties.PolicyDocument).includes('rds-data:'))
+      .flatMap((p) => p.Properties.Roles.map((r: any) => r.Ref));
+    expect(dataApiRoles).toEqual([fnRole]);
   });
 });
 
@@ -162,12 +223,13 @@ describe('services', () => {
     }
   });
 
-  test('myPublicIP accepts an IPv4 CIDR and refuses the world and garbage', () => {
+  test('myPublicIP accepts an IPv4 CIDR of /16 to /32 and refuses wider prefixes and garbage', () => {
     const parameter = t.services.toJSON().Parameters.myPublicIP;
     expect(parameter.Type).toBe('String');
     const pattern = new RegExp(parameter.AllowedPattern);
-    for (const ok of ['203.0.113.7/32', '198.51.100.0/24', '10.0.0.0/8']) expect(ok).toMatch(pattern);
-    for (const bad of ['0.0.0.0/0', '203.0.113.7', '256.1.1.1/32', '203.0.113.7/33', 'abc', '1.2.3.4/32 ']) {
+    for (const ok of ['203.0.113.7/32', '198.51.100.0/24', '172.16.0.0/16', '203.0.113.0/28']) expect(ok).toMatch(pattern);
+    for (const bad of ['0.0.0.0/0', '0.0.0.0/1', '128.0.0.0/1', '10.0.0.0/8', '172.16.0.0/15', '203.0.113.7', '256.1.1.1/32',
+      '203.0.113.7/33', 'abc', '1.2.3.4/32 ']) {
       expect(bad).not.toMatch(pattern);
     }
   });
@@ -198,13 +260,28 @@ describe('services', () => {
     for (const rule of dbIngress) expect(rule.CidrIp).toBeUndefined();
   });
 
-  test('both target groups check /health/ready on the service port', () => {
-    for (const port of [8080, 8081]) {
-      t.services.hasResourceProperties('AWS::ElasticLoadBalancingV2::TargetGroup', {
-        Port: port,
-        HealthCheckPath: '/health/ready',
-        TargetType: 'ip',
-      });
+  test('both target groups check liveness (/health/live), not the database-bound readiness', () => {
+    const groups = Object.values(resourcesOfType(t.services, 'AWS::ElasticLoadBalancingV2::TargetGroup'));
+    expect(groups.map((g) => g.Properties.Port).sort()).toEqual([8080, 8081]);
+    for (const group of groups) {
+      expect(group.Properties).toMatchObject({ HealthCheckPath: '/health/live', TargetType: 'ip' });
+    }
+  });
+
+  test('the health paths exist in the services (service-kit health_routes)', () => {
+    const http = fs.readFileSync(path.join(__dirname, '..', '..', 'crates', 'service-kit', 'src', 'http.rs'), 'utf8');
+    expect(http).toContain('"/health/live"');
+    expect(http).toContain('"/health/ready"');
+  });
+
+  test('containers check /health/live themselves and get 60 s to stop', () => {
+    for (const [name, port] of [['booking-service', 8080], ['payment-service', 8081]] as const) {
+      const container = containerOf(t.services, name);
+      expect(container.StopTimeout).toBe(60);
+      expect(container.HealthCheck.Command.slice(0, 2)).toEqual(['CMD', '/bin/bash']);
+      expect(container.HealthCheck.Command[3]).toContain(`/dev/tcp/127.0.0.1/${port}`);
+      expect(container.HealthCheck.Command[3]).toContain('GET /health/live');
+      expect(container.HealthCheck).toMatchObject({ Interval: 15, Timeout: 5, Retries: 3, StartPeriod: 60 });
     }
   });
 
@@ -243,7 +320,8 @@ describe('services', () => {
       BIND_ADDR: '0.0.0.0:8080',
       LOG_FORMAT: 'json',
       PGDATABASE: 'booking',
-      PGSSLMODE: 'require',
+      PGSSLMODE: 'verify-full',
+      PGSSLROOTCERT: '/etc/ssl/certs/rds-global-bundle.pem',
       RELAY_ENABLED: 'true',
       EMF_NAMESPACE: 'TransactionalOutbox',
       SQS_QUEUE_URL: { 'Fn::ImportValue': expect.stringContaining('BookingsQueue') },
@@ -251,7 +329,13 @@ describe('services', () => {
     expect(booking.PortMappings).toEqual([expect.objectContaining({ ContainerPort: 8080 })]);
 
     const payment = containerOf(t.services, 'payment-service');
-    expect(envOf(payment)).toMatchObject({ BIND_ADDR: '0.0.0.0:8081', LOG_FORMAT: 'json', PGDATABASE: 'payment' });
+    expect(envOf(payment)).toMatchObject({
+      BIND_ADDR: '0.0.0.0:8081',
+      LOG_FORMAT: 'json',
+      PGDATABASE: 'payment',
+      PGSSLMODE: 'verify-full',
+      PGSSLROOTCERT: '/etc/ssl/certs/rds-global-bundle.pem',
+    });
     expect(envOf(payment).EMF_NAMESPACE).toBeUndefined();
 
     for (const container of [booking, payment]) {
@@ -260,6 +344,12 @@ describe('services', () => {
         container.Secrets.map((s: any) => [s.Name, JSON.stringify(s.ValueFrom).match(/:(\w+)::"/)![1]]),
       );
       expect(keys).toEqual({ PGHOST: 'host', PGPORT: 'port', PGUSER: 'username', PGPASSWORD: 'password' });
+      // The service's own secret, imported from the data stack: never the admin secret.
+      const secretRefs = new Set(container.Secrets.map((s: any) => JSON.stringify(s.ValueFrom).match(/ImportValue":"([^"]+)"/)![1]));
+      expect(secretRefs.size).toBe(1);
+      const [secretRef] = [...secretRefs] as string[];
+      expect(secretRef).toMatch(container.Name === 'booking-service' ? /BookingDatabaseSecret/ : /PaymentDatabaseSecret/);
+      expect(secretRef).not.toMatch(/AuroraSecret/);
       expect(container.LogConfiguration.LogDriver).toBe('awslogs');
       // No credentials in plain environment variables.
       expect(Object.keys(envOf(container))).not.toContain('PGPASSWORD');
@@ -343,5 +433,34 @@ describe('alarm topic', () => {
         expect(alarm.Properties.OKActions).toHaveLength(1);
       }
     }
+  });
+
+  test('the topic policy lets CloudWatch alarms of this account publish, next to the TLS-only Deny', () => {
+    const withTopic = synthTemplates({ alarmEmail: 'ops@example.com' });
+    const topic = onlyResource(withTopic.messaging, 'AWS::SNS::Topic');
+    const policy = onlyResource(withTopic.messaging, 'AWS::SNS::TopicPolicy');
+    expect(policy.properties.Topics).toEqual([{ Ref: topic.logicalId }]);
+    const statements: any[] = policy.properties.PolicyDocument.Statement;
+    expect(statements).toContainEqual(
+      expect.objectContaining({
+        Effect: 'Deny',
+        Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+      }),
+    );
+    const allow = statements.find((st) => st.Effect === 'Allow');
+    expect(allow).toMatchObject({
+      Principal: { Service: 'cloudwatch.amazonaws.com' },
+      Action: 'sns:Publish',
+      Resource: { Ref: topic.logicalId },
+      Condition: {
+        StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } },
+        ArnLike: { 'aws:SourceArn': { 'Fn::Join': ['', expect.arrayContaining([':cloudwatch:', ':alarm:*'])] } },
+      },
+    });
+    // The topic's key lets CloudWatch encrypt what it publishes.
+    const key = onlyResource(withTopic.messaging, 'AWS::KMS::Key');
+    expect(key.properties.KeyPolicy.Statement).toContainEqual(
+      expect.objectContaining({ Principal: { Service: 'cloudwatch.amazonaws.com' }, Action: ['kms:Decrypt', 'kms:GenerateDataKey*'] }),
+    );
   });
 });
