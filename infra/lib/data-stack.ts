@@ -113,6 +113,12 @@ export class DataStack extends Stack {
 
     this.createServiceRoles();
 
+    // The services stack of the previous version imports the admin secret's ARN; CloudFormation
+    // refuses to remove an export that is still imported, so an update from that version would
+    // fail before the services stack is updated. Keep exporting it (it is only an ARN; nothing
+    // here imports it any more). Remove once no deployment of the previous version is left.
+    this.exportValue(this.cluster.secret!.secretArn);
+
     const validations = Validations.of(this.cluster);
     validations.acknowledge({
       id: 'AwsSolutions-SMG4',

@@ -7,7 +7,8 @@ const MODULE = path.join(__dirname, '..', 'lambda', 'database-roles', 'index.mjs
 function call(expression: string): any {
   const script = `import * as m from ${JSON.stringify(MODULE)}; console.log(JSON.stringify(await (async () => ${expression})()));`;
   const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  return JSON.parse(out);
+  // The last line: the function under test may log lines of its own before.
+  return JSON.parse(out.trim().split('\n').pop()!);
 }
 
 describe('database roles function', () => {
@@ -47,6 +48,53 @@ describe('database roles function', () => {
     expect(transfer.database).toBe('payment');
     expect(transfer.sql).toContain("ALTER TABLE %s OWNER TO %I', obj.name, 'payment'");
     expect(transfer.sql).toContain("ALTER ROUTINE %s OWNER TO %I', obj.name, 'payment'");
+  });
+
+  test('provision: asks what exists, then runs each service’s steps with the admin secret, verifier from its own password', () => {
+    // A fake Data API: the role `booking` and the database `booking` exist already, nothing of payment.
+    const result = call(`(async () => {
+      const calls = [];
+      const aws = {
+        async run(props, database, sql, parameters) {
+          calls.push({ secret: props.AdminSecretArn, database, sql, name: parameters?.[0]?.value?.stringValue });
+          const name = parameters?.[0]?.value?.stringValue;
+          return { records: name === 'booking' ? [[{ longValue: 1 }]] : [] };
+        },
+        async password(arn) { return arn === 'arn:booking' ? 'booking-pw' : 'payment-pw'; },
+      };
+      await m.provision({
+        ClusterArn: 'arn:cluster', AdminSecretArn: 'arn:admin',
+        Services: [
+          { Role: 'booking', Database: 'booking', SecretArn: 'arn:booking' },
+          { Role: 'payment', Database: 'payment', SecretArn: 'arn:payment' },
+        ],
+      }, aws);
+      return calls;
+    })()`);
+    expect(new Set(result.map((c: any) => c.secret))).toEqual(new Set(['arn:admin']));
+    const statements = result.map((c: any) => `${c.database}: ${c.sql.split('\n')[0]}`);
+    expect(statements).toEqual([
+      'postgres: SELECT 1 FROM pg_roles WHERE rolname = :name',
+      'postgres: SELECT 1 FROM pg_database WHERE datname = :name',
+      expect.stringMatching(/^postgres: ALTER ROLE "booking" WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD 'SCRAM-SHA-256\$4096:/),
+      'postgres: GRANT "booking" TO CURRENT_USER',
+      'postgres: ALTER DATABASE "booking" OWNER TO "booking"',
+      'booking: DO $$',
+      'postgres: REVOKE ALL ON DATABASE "booking" FROM PUBLIC',
+      'postgres: SELECT 1 FROM pg_roles WHERE rolname = :name',
+      'postgres: SELECT 1 FROM pg_database WHERE datname = :name',
+      'postgres: CREATE ROLE "payment" LOGIN',
+      expect.stringMatching(/^postgres: ALTER ROLE "payment" WITH LOGIN NOCREATEDB NOCREATEROLE PASSWORD 'SCRAM-SHA-256\$4096:/),
+      'postgres: GRANT "payment" TO CURRENT_USER',
+      'postgres: CREATE DATABASE "payment" OWNER "payment"',
+      'postgres: REVOKE ALL ON DATABASE "payment" FROM PUBLIC',
+    ]);
+    // The verifier sent for payment is the one of payment's own password (recomputed with its salt).
+    const alter = result.find((c: any) => c.sql.startsWith('ALTER ROLE "payment"')).sql as string;
+    const verifier = alter.match(/PASSWORD '([^']+)'/)![1];
+    const salt = verifier.split('$')[1].split(':')[1];
+    expect(call(`m.scramVerifier('payment-pw', Buffer.from(${JSON.stringify(salt)}, 'base64'))`)).toBe(verifier);
+    expect(alter).not.toContain('payment-pw');
   });
 
   test('refuses identifiers that would need quoting and anything that is not a verifier', () => {

@@ -121,8 +121,8 @@ async function clients() {
   };
 }
 
-async function provision(props) {
-  const aws = await clients();
+/** All services' steps, in order. `aws` is { run(props, database, sql, parameters), password(secretArn) }. */
+export async function provision(props, aws) {
   const exists = async (sql, name) =>
     ((await aws.run(props, 'postgres', sql, [{ name: 'name', value: { stringValue: name } }])).records ?? []).length > 0;
   for (const service of props.Services) {
@@ -165,7 +165,7 @@ function respond(event, status, reason) {
 export async function handler(event) {
   try {
     if (event.RequestType === 'Create' || event.RequestType === 'Update') {
-      await provision(event.ResourceProperties);
+      await provision(event.ResourceProperties, await clients());
     }
     await respond(event, 'SUCCESS', 'ok');
   } catch (e) {
