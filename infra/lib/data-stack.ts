@@ -153,7 +153,9 @@ export class DataStack extends Stack {
       architecture: lambda.Architecture.ARM_64,
       handler: 'index.handler',
       code: lambda.Code.fromAsset(path.join(__dirname, '..', 'lambda', 'database-roles')),
-      timeout: Duration.minutes(5),
+      // A new cluster's Data API and fresh IAM grants can take minutes to answer; the function
+      // retries until a minute before this timeout, then reports the failure.
+      timeout: Duration.minutes(10),
       memorySize: 256,
       logGroup,
     });
@@ -163,6 +165,8 @@ export class DataStack extends Stack {
     const resource = new CustomResource(this, 'ServiceRoles', {
       serviceToken: fn.functionArn,
       resourceType: 'Custom::ServiceDatabaseRoles',
+      // Longer than the function's timeout: the answer always comes from the function.
+      serviceTimeout: Duration.minutes(15),
       properties: {
         ClusterArn: this.cluster.clusterArn,
         AdminSecretArn: this.cluster.secret!.secretArn,

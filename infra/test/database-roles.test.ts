@@ -97,6 +97,28 @@ describe('database roles function', () => {
     expect(alter).not.toContain('payment-pw');
   });
 
+  test('retries transient errors (new cluster, IAM propagation) until the deadline, never SQL errors', () => {
+    const outcome = call(`(async () => {
+      const attempts = { transient: 0, sql: 0, late: 0 };
+      const fail = (name) => Object.assign(new Error(name), { name });
+      const ok = await m.retrying(async () => {
+        if (++attempts.transient < 3) throw fail('DatabaseResumingException');
+        return 'done';
+      }, Date.now() + 60_000, 1);
+      const sql = await m.retrying(async () => { attempts.sql++; throw fail('DatabaseErrorException'); }, Date.now() + 60_000, 1)
+        .catch((e) => e.name);
+      const late = await m.retrying(async () => { attempts.late++; throw fail('AccessDeniedException'); }, Date.now() + 50, 20)
+        .catch((e) => e.name);
+      return { ok, sql, late, attempts };
+    })()`);
+    expect(outcome.ok).toBe('done');
+    expect(outcome.attempts.transient).toBe(3);
+    expect(outcome.sql).toBe('DatabaseErrorException');
+    expect(outcome.attempts.sql).toBe(1);
+    expect(outcome.late).toBe('AccessDeniedException');
+    expect(outcome.attempts.late).toBeLessThanOrEqual(3);
+  });
+
   test('refuses identifiers that would need quoting and anything that is not a verifier', () => {
     const attempt = (args: string) => () => call(`m.serviceStatements(${args})`);
     expect(attempt(`{ role: 'x"; DROP', database: 'x', verifier: ${JSON.stringify(verifier)} }`)).toThrow(/plain identifier/);

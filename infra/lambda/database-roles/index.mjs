@@ -80,26 +80,43 @@ END $$`,
 
 // ---- AWS side: only what the handler needs, loaded lazily so the pure parts test without the SDK.
 
+// Worth waiting out: a cluster just created or resuming, and IAM still propagating the grants
+// this function received a moment ago. SQL errors (DatabaseErrorException) are not retried.
 const TRANSIENT = new Set([
   'DatabaseResumingException',
   'DatabaseUnavailableException',
+  'DatabaseNotFoundException',
+  'HttpEndpointNotEnabledException',
   'StatementTimeoutException',
+  'InternalServerErrorException',
   'ServiceUnavailableError',
   'ThrottlingException',
+  'AccessDeniedException',
+  'ForbiddenException',
 ]);
 
-async function clients() {
+/** Calls `fn` until it succeeds, a non-transient error, or `deadline` (ms since epoch). */
+export async function retrying(fn, deadline, pauseMs = 10_000) {
+  for (;;) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!TRANSIENT.has(e.name) || Date.now() + pauseMs >= deadline) throw e;
+      await new Promise((resolve) => setTimeout(resolve, pauseMs));
+    }
+  }
+}
+
+async function clients(deadline) {
   const { RDSDataClient, ExecuteStatementCommand } = await import('@aws-sdk/client-rds-data');
   const { SecretsManagerClient, GetSecretValueCommand } = await import('@aws-sdk/client-secrets-manager');
   const data = new RDSDataClient({});
   const secrets = new SecretsManagerClient({});
   return {
-    async run(props, database, sql, parameters) {
-      // A cluster that has just been created, or is resuming, refuses for a while: retry for up
-      // to four minutes (the function has five).
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await data.send(
+    run: (props, database, sql, parameters) =>
+      retrying(
+        () =>
+          data.send(
             new ExecuteStatementCommand({
               resourceArn: props.ClusterArn,
               secretArn: props.AdminSecretArn,
@@ -107,15 +124,11 @@ async function clients() {
               sql,
               parameters,
             }),
-          );
-        } catch (e) {
-          if (!TRANSIENT.has(e.name) || attempt >= 24) throw e;
-          await new Promise((resolve) => setTimeout(resolve, 10_000));
-        }
-      }
-    },
-    async password(secretArn) {
-      const out = await secrets.send(new GetSecretValueCommand({ SecretId: secretArn }));
+          ),
+        deadline,
+      ),
+    password: async (secretArn) => {
+      const out = await retrying(() => secrets.send(new GetSecretValueCommand({ SecretId: secretArn })), deadline);
       return JSON.parse(out.SecretString).password;
     },
   };
@@ -162,10 +175,13 @@ function respond(event, status, reason) {
   });
 }
 
-export async function handler(event) {
+export async function handler(event, context) {
   try {
     if (event.RequestType === 'Create' || event.RequestType === 'Update') {
-      await provision(event.ResourceProperties, await clients());
+      // Stop retrying a minute before the function's timeout, so CloudFormation always gets an
+      // answer (a function that times out answers nothing, and the stack waits).
+      const deadline = Date.now() + context.getRemainingTimeInMillis() - 60_000;
+      await provision(event.ResourceProperties, await clients(deadline));
     }
     await respond(event, 'SUCCESS', 'ok');
   } catch (e) {
