@@ -260,6 +260,21 @@ describe('services', () => {
     expect(actions).not.toContain('sqs:*');
   });
 
+  test('each execution role may read its own service’s database secret and no other', () => {
+    const readers = Object.values(resourcesOfType(t.services, 'AWS::IAM::Policy')).flatMap((policy) =>
+      policy.Properties.PolicyDocument.Statement.filter((st: any) => [st.Action].flat().includes('secretsmanager:GetSecretValue')).map(
+        (st: any) => [policy.Properties.Roles.map((r: any) => r.Ref).join(), JSON.stringify(st.Resource)],
+      ),
+    );
+    expect(readers).toHaveLength(2);
+    for (const [role, resource] of readers) {
+      const own = role.startsWith('BookingTaskExecutionRole') ? 'BookingDatabaseSecret' : 'PaymentDatabaseSecret';
+      expect(role).toMatch(/^(Booking|Payment)TaskExecutionRole/);
+      expect(resource).toContain(own);
+      expect(resource).not.toMatch(/AuroraSecret|(Booking|Payment)DatabaseSecret.*(Booking|Payment)DatabaseSecret/);
+    }
+  });
+
   test('the database admits exactly the two service security groups', () => {
     const dbIngress = Object.values(resourcesOfType(t.services, 'AWS::EC2::SecurityGroupIngress'))
       .map((r) => r.Properties)
