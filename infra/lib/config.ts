@@ -7,7 +7,7 @@ import { Node } from 'constructs';
 export interface OutboxConfig {
   /** NAT gateways for the task subnets: 1 is cheap, 2 survives the loss of an AZ. */
   readonly natGateways: number;
-  /** Aurora deletion protection; when on, the cluster is also snapshotted rather than deleted. */
+  /** Aurora deletion protection. The cluster leaves a final snapshot on deletion either way. */
   readonly deletionProtection: boolean;
   /** Aurora Serverless v2 capacity range, in ACUs. */
   readonly dbMinCapacity: number;
@@ -16,6 +16,13 @@ export interface OutboxConfig {
   readonly cpuArchitecture: 'arm64' | 'x86_64';
   /** When set, alarms notify this address through an encrypted SNS topic. */
   readonly alarmEmail?: string;
+  /**
+   * HTTPS on the ALB: an ACM certificate (same region) for `domainName`. Both or neither; with
+   * them, port 443 serves the APIs and port 80 only redirects to it.
+   */
+  readonly https?: { readonly certificateArn: string; readonly domainName: string };
+  /** A WAF web ACL on the ALB: myPublicIP allowed, everything else blocked, a per-IP rate limit. */
+  readonly waf: boolean;
 }
 
 export function readConfig(node: Node): OutboxConfig {
@@ -42,6 +49,18 @@ export function readConfig(node: Node): OutboxConfig {
     throw new Error(`context alarmEmail must be an e-mail address, got ${alarmEmail}`);
   }
 
+  const certificateArn = node.tryGetContext('certificateArn');
+  const domainName = node.tryGetContext('domainName');
+  if ((certificateArn === undefined) !== (domainName === undefined)) {
+    throw new Error('context certificateArn and domainName go together: set both for HTTPS, or neither');
+  }
+  if (certificateArn !== undefined && !/^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[0-9a-f-]+$/.test(String(certificateArn))) {
+    throw new Error(`context certificateArn must be an ACM certificate ARN, got ${certificateArn}`);
+  }
+  if (domainName !== undefined && !/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/.test(String(domainName))) {
+    throw new Error(`context domainName must be a lower-case DNS name such as outbox.example.com, got ${domainName}`);
+  }
+
   return {
     natGateways,
     deletionProtection: toBoolean(node, 'deletionProtection', false),
@@ -49,6 +68,9 @@ export function readConfig(node: Node): OutboxConfig {
     dbMaxCapacity,
     cpuArchitecture,
     alarmEmail: alarmEmail === undefined ? undefined : String(alarmEmail),
+    https:
+      certificateArn === undefined ? undefined : { certificateArn: String(certificateArn), domainName: String(domainName) },
+    waf: toBoolean(node, 'waf', false),
   };
 }
 

@@ -1,5 +1,7 @@
-import { Duration, RemovalPolicy, Stack, StackProps, Validations } from 'aws-cdk-lib';
+import * as path from 'node:path';
+import { CustomResource, Duration, RemovalPolicy, Stack, StackProps, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as rds from 'aws-cdk-lib/aws-rds';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
@@ -13,14 +15,31 @@ export interface DataStackProps extends StackProps {
 }
 
 /**
- * One Aurora PostgreSQL Serverless v2 cluster for both services. Each service connects with the
- * generated master secret and creates its own database (`booking`, `payment`) at start-up, so the
- * two keep separate schemas and migrations without a second cluster.
+ * Aurora PostgreSQL engine version. Pinned, with automatic minor upgrades off on the instance:
+ * with them on, AWS patches the cluster to a newer 17.x and the next deploy of this template
+ * fails ("Cannot upgrade aurora-postgresql from 17.x to 17.9"). Patching is a code change here
+ * followed by `cdk deploy` (in the maintenance window the template sets). AWS still upgrades a
+ * minor version that reaches its end of support, after notice: set this to what the cluster
+ * then runs before the next deploy.
+ */
+export const AURORA_ENGINE_VERSION = rds.AuroraPostgresEngineVersion.VER_17_9;
+
+/** Each service's PostgreSQL role and database: the role owns the database and nothing else. */
+export const SERVICE_DATABASES = {
+  booking: { role: 'booking', database: 'booking' },
+  payment: { role: 'payment', database: 'payment' },
+} as const;
+export type ServiceKey = keyof typeof SERVICE_DATABASES;
+
+/**
+ * One Aurora PostgreSQL Serverless v2 cluster for both services, each with its own role and
+ * database (created by the `ServiceRoles` custom resource through the Data API, with the admin
+ * secret that only that function may read). The services connect with their own secrets.
  */
 export class DataStack extends Stack {
   readonly cluster: rds.DatabaseCluster;
-  /** JSON with host, port, username, password: what the tasks get as PG* variables. */
-  readonly secret: secretsmanager.ISecret;
+  /** JSON with host, port, username, password per service: what its tasks get as PG* variables. */
+  readonly serviceSecrets: Record<ServiceKey, secretsmanager.ISecret>;
 
   constructor(scope: Construct, id: string, props: DataStackProps) {
     super(scope, id, props);
@@ -44,13 +63,12 @@ export class DataStack extends Stack {
 
     this.cluster = new rds.DatabaseCluster(this, 'Aurora', {
       clusterIdentifier,
-      engine: rds.DatabaseClusterEngine.auroraPostgres({
-        version: rds.AuroraPostgresEngineVersion.VER_17_9,
-      }),
+      engine: rds.DatabaseClusterEngine.auroraPostgres({ version: AURORA_ENGINE_VERSION }),
       credentials: rds.Credentials.fromGeneratedSecret('outbox_admin'),
       writer: rds.ClusterInstance.serverlessV2('Writer', {
         publiclyAccessible: false,
-        autoMinorVersionUpgrade: true,
+        // See AURORA_ENGINE_VERSION.
+        autoMinorVersionUpgrade: false,
       }),
       serverlessV2MinCapacity: props.minCapacity,
       serverlessV2MaxCapacity: props.maxCapacity,
@@ -58,33 +76,118 @@ export class DataStack extends Stack {
       vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
       securityGroups: [securityGroup],
       storageEncrypted: true,
-      // Refuse unencrypted connections; the tasks connect with PGSSLMODE=require.
+      // Refuse unencrypted connections; the tasks connect with PGSSLMODE=verify-full.
       parameters: { 'rds.force_ssl': '1' },
       iamAuthentication: true,
+      // The Data API is how the ServiceRoles resource below reaches the database from outside
+      // the VPC; only that function's role is granted it.
+      enableDataApi: true,
       backup: { retention: Duration.days(7), preferredWindow: '03:00-04:00' },
       preferredMaintenanceWindow: 'sun:04:30-sun:05:30',
       cloudwatchLogsExports: ['postgresql'],
       deletionProtection: props.deletionProtection,
-      // A demo is torn down with `cdk destroy`; a protected cluster leaves a final snapshot.
-      removalPolicy: props.deletionProtection ? RemovalPolicy.SNAPSHOT : RemovalPolicy.DESTROY,
+      // Always a final snapshot, whatever deletionProtection says: deleting the stack, or a
+      // change that replaces the cluster, keeps the data. (With protection on, the delete is
+      // refused outright; the README's teardown turns it off first.)
+      removalPolicy: RemovalPolicy.SNAPSHOT,
     });
     this.cluster.node.addDependency(postgresLogs);
-    this.secret = this.cluster.secret!;
+
+    const secrets = {} as Record<ServiceKey, secretsmanager.ISecret>;
+    for (const key of Object.keys(SERVICE_DATABASES) as ServiceKey[]) {
+      const { role } = SERVICE_DATABASES[key];
+      const secret = new rds.DatabaseSecret(this, `${capitalize(key)}DatabaseSecret`, {
+        username: role,
+        // The password goes into no SQL text (the function sends its SCRAM verifier), but keep
+        // it free of characters that need quoting anywhere (URLs, shells, libpq strings).
+        excludeCharacters: ' %+~`#$&*()|[]{}:;<>?!\'/@"\\=,^',
+      });
+      // Adds host, port, engine and cluster id to the secret, like the admin secret has.
+      secrets[key] = secret.attach(this.cluster);
+      Validations.of(secret).acknowledge({
+        id: 'AwsSolutions-SMG4',
+        reason: 'Read once at task start (ECS secrets): rotation would break running tasks until they are replaced.',
+      });
+    }
+    this.serviceSecrets = secrets;
+
+    this.createServiceRoles();
+
+    // The services stack of the previous version imports the admin secret's ARN; CloudFormation
+    // refuses to remove an export that is still imported, so an update from that version would
+    // fail before the services stack is updated. Keep exporting it (it is only an ARN; nothing
+    // here imports it any more). Remove once no deployment of the previous version is left.
+    this.exportValue(this.cluster.secret!.secretArn);
 
     const validations = Validations.of(this.cluster);
     validations.acknowledge({
       id: 'AwsSolutions-SMG4',
       reason:
-        'The tasks read the password once, at start-up, from ECS secrets; rotating it would break ' +
-        'running tasks until they are replaced. Only the two task execution roles are granted read.',
+        'The tasks read their password once, at start-up, from ECS secrets; rotating it would break ' +
+        'running tasks until they are replaced. Only the function that creates the roles reads the admin secret.',
     });
     if (!props.deletionProtection) {
       validations.acknowledge({
         id: 'AwsSolutions-RDS10',
         reason:
-          'Deletion protection is off by default so that `cdk destroy --all` removes the demo; ' +
-          'deploy with `-c deletionProtection=true` to turn it on.',
+          'Deletion protection is off by default so that `cdk destroy --all` removes the demo (the ' +
+          'cluster still leaves a final snapshot); deploy with `-c deletionProtection=true` to turn it on.',
       });
     }
   }
+
+  /**
+   * The per-service roles and databases. A custom resource (a small function calling the Data API)
+   * rather than a one-off ECS task or the services themselves: it runs inside `cdk deploy`, before
+   * the services stack, needs no database driver, no VPC access and no Rust change, and it is the
+   * only holder of the admin secret. See lambda/database-roles/index.mjs.
+   */
+  private createServiceRoles(): void {
+    const logGroup = new logs.LogGroup(this, 'ServiceRolesLogs', {
+      retention: logs.RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    const fn = new lambda.Function(this, 'ServiceRolesFunction', {
+      description: 'Creates the services\u2019 PostgreSQL roles and databases through the Aurora Data API',
+      runtime: lambda.Runtime.NODEJS_24_X,
+      architecture: lambda.Architecture.ARM_64,
+      handler: 'index.handler',
+      code: lambda.Code.fromAsset(path.join(__dirname, '..', 'lambda', 'database-roles')),
+      // A new cluster's Data API and fresh IAM grants can take minutes to answer; the function
+      // retries until a minute before this timeout, then reports the failure.
+      timeout: Duration.minutes(10),
+      memorySize: 256,
+      logGroup,
+    });
+    this.cluster.grantDataApiAccess(fn);
+    for (const secret of Object.values(this.serviceSecrets)) secret.grantRead(fn);
+
+    const resource = new CustomResource(this, 'ServiceRoles', {
+      serviceToken: fn.functionArn,
+      resourceType: 'Custom::ServiceDatabaseRoles',
+      // Longer than the function's timeout: the answer always comes from the function.
+      serviceTimeout: Duration.minutes(15),
+      properties: {
+        ClusterArn: this.cluster.clusterArn,
+        AdminSecretArn: this.cluster.secret!.secretArn,
+        Services: (Object.keys(SERVICE_DATABASES) as ServiceKey[]).map((key) => ({
+          Role: SERVICE_DATABASES[key].role,
+          Database: SERVICE_DATABASES[key].database,
+          SecretArn: this.serviceSecrets[key].secretArn,
+        })),
+      },
+    });
+    // The writer instance must be up before the Data API answers; the grants before the call.
+    resource.node.addDependency(this.cluster);
+    resource.node.addDependency(fn);
+
+    Validations.of(fn).acknowledge({
+      id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+      reason: 'The AWS-managed basic execution policy only lets the function write its own logs.',
+    });
+  }
+}
+
+function capitalize(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
 }

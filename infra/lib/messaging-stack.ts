@@ -44,6 +44,12 @@ export class MessagingStack extends Stack {
       // The relay sets MessageDeduplicationId to the outbox event id: a re-sent event is
       // dropped by SQS even when its body differs (e.g. a new trace context).
       contentBasedDeduplication: false,
+      // High-throughput FIFO: quotas per message group instead of per queue. Ordering only
+      // matters within a booking (the group id), and the default 300 calls/s per queue is what
+      // two to four relays with 8 batches in flight each would hit. Deduplication by event id
+      // works the same per group, as an event never changes group.
+      deduplicationScope: sqs.DeduplicationScope.MESSAGE_GROUP,
+      fifoThroughputLimit: sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
       // The consumer extends visibility while it works, so this only bounds a crashed consumer.
       visibilityTimeout: Duration.seconds(60),
       retentionPeriod: Duration.days(4),
@@ -74,6 +80,20 @@ export class MessagingStack extends Stack {
         masterKey: key,
         enforceSSL: true,
       });
+      // enforceSSL gives the topic a policy of its own (the TLS-only Deny), which replaces SNS's
+      // default policy: without this statement CloudWatch may not publish and no alarm arrives.
+      topic.addToResourcePolicy(
+        new iam.PolicyStatement({
+          sid: 'AllowCloudWatchAlarms',
+          principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+          actions: ['sns:Publish'],
+          resources: [topic.topicArn],
+          conditions: {
+            StringEquals: { 'aws:SourceAccount': this.account },
+            ArnLike: { 'aws:SourceArn': `arn:${this.partition}:cloudwatch:${this.region}:${this.account}:alarm:*` },
+          },
+        }),
+      );
       topic.addSubscription(new subscriptions.EmailSubscription(props.alarmEmail));
       this.alarmTopic = topic;
     }

@@ -37,7 +37,7 @@ export function createOutboxStacks(app: App): OutboxStacks {
     tags,
   });
   const data = new DataStack(app, STACK_NAMES.data, {
-    description: 'Transactional outbox demo: Aurora PostgreSQL Serverless v2',
+    description: 'Transactional outbox demo: Aurora PostgreSQL Serverless v2, one role and database per service',
     vpc: network.vpc,
     minCapacity: config.dbMinCapacity,
     maxCapacity: config.dbMaxCapacity,
@@ -50,13 +50,17 @@ export function createOutboxStacks(app: App): OutboxStacks {
     tags,
   });
   const services = new ServicesStack(app, STACK_NAMES.services, {
-    description: 'Transactional outbox demo: ECS Fargate services behind an ALB, outbox alarm',
+    description: 'Transactional outbox demo: ECS Fargate services behind an ALB, scaling, alarms, dashboard',
     vpc: network.vpc,
     database: data.cluster,
-    databaseSecret: data.secret,
+    databaseSecrets: data.serviceSecrets,
     queue: messaging.queue,
+    deadLetterQueue: messaging.deadLetterQueue,
     alarmTopic: messaging.alarmTopic,
     cpuArchitecture: config.cpuArchitecture,
+    dbMaxCapacity: config.dbMaxCapacity,
+    https: config.https,
+    waf: config.waf,
     tags,
   });
   return { network, data, messaging, services };

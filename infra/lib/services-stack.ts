@@ -1,6 +1,6 @@
 import * as path from 'node:path';
-import { CfnOutput, CfnParameter, Duration, RemovalPolicy, Size, Stack, StackProps, Validations } from 'aws-cdk-lib';
-import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import { Aws, CfnOutput, CfnParameter, Duration, RemovalPolicy, Size, Stack, StackProps, Validations } from 'aws-cdk-lib';
+import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -10,16 +10,24 @@ import * as rds from 'aws-cdk-lib/aws-rds';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
+import * as wafv2 from 'aws-cdk-lib/aws-wafv2';
 import { Construct } from 'constructs';
-import { alarmActions } from './alarms';
+import { SERVICE_DATABASES, ServiceKey } from './data-stack';
+import { backlogPerTaskQueries, OutboxMonitoring, PAYMENT_BACKLOG_PER_TASK } from './monitoring';
 
 export interface ServicesStackProps extends StackProps {
   readonly vpc: ec2.IVpc;
   readonly database: rds.DatabaseCluster;
-  readonly databaseSecret: secretsmanager.ISecret;
+  /** Each service's own database secret (its role, never the admin's). */
+  readonly databaseSecrets: Record<ServiceKey, secretsmanager.ISecret>;
   readonly queue: sqs.IQueue;
+  readonly deadLetterQueue: sqs.IQueue;
   readonly alarmTopic?: sns.ITopic;
   readonly cpuArchitecture: 'arm64' | 'x86_64';
+  /** Aurora's maximum ACUs, for the "at max capacity" alarm. */
+  readonly dbMaxCapacity: number;
+  readonly https?: { readonly certificateArn: string; readonly domainName: string };
+  readonly waf: boolean;
 }
 
 /** The Docker build context: the workspace root, so the images see Cargo.lock, crates/, migrations/, .sqlx/. */
@@ -28,16 +36,42 @@ const REPO_ROOT = path.join(__dirname, '..', '..');
 /** Namespace and dimension of the outbox metrics booking-service prints as CloudWatch EMF. */
 export const EMF_NAMESPACE = 'TransactionalOutbox';
 
+/** Where the images keep the RDS CA bundle (docker/*.Dockerfile downloads it there). */
+export const RDS_CA_BUNDLE_PATH = '/etc/ssl/certs/rds-global-bundle.pem';
+
+/**
+ * SIGTERM to SIGKILL. After SIGTERM payment-service lets a running long poll end (up to
+ * CONSUMER_WAIT_TIME, 20 s; abandoning it would hide the messages it took for the visibility
+ * timeout and count a receive towards the DLQ), then finishes and commits that batch; the relay
+ * lets in-flight SendMessageBatch calls end (the SDK's operation timeout is 25 s), records them
+ * and releases its claims. Fargate's default of 30 s can cut either short; 60 s covers 20 s + a
+ * batch, or 25 s + recording, with room. (Fargate allows up to 120 s.)
+ */
+export const STOP_TIMEOUT = Duration.seconds(60);
+
+export const PAYMENT_TASKS = { min: 1, max: 4 } as const;
+
+/** Requests per 5 minutes from one IP before the optional WAF blocks it for a while. */
+export const WAF_RATE_LIMIT = 2000;
+
+/**
+ * myPublicIP: an IPv4 CIDR of /16 to /32. /0 is the internet; anything wider than /16 is
+ * not "my IP" either (a /1 is half of it).
+ */
+export const MY_PUBLIC_IP_PATTERN =
+  '^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(3[0-2]|2[0-9]|1[6-9])$';
+
 interface ServiceSpec {
+  readonly key: ServiceKey;
   readonly name: 'booking-service' | 'payment-service';
   readonly port: number;
-  readonly database: string;
   readonly environment: Record<string, string>;
 }
 
 /**
- * The stateless part: ECS cluster, both Fargate services, the ALB in front of them, and the
- * outbox alarm. Everything it needs from the other stacks arrives through props.
+ * The stateless part: ECS cluster, both Fargate services, the ALB in front of them (optionally
+ * HTTPS and WAF), scaling, and the monitoring (alarms + dashboard). Everything it needs from the
+ * other stacks arrives through props.
  */
 export class ServicesStack extends Stack {
   readonly loadBalancer: elbv2.ApplicationLoadBalancer;
@@ -47,15 +81,13 @@ export class ServicesStack extends Stack {
   constructor(scope: Construct, id: string, props: ServicesStackProps) {
     super(scope, id, props);
 
-    // The demo is reachable from one address only. This is enforced by the ALB security group
-    // below (no WAF: it would cost more than everything else here for a one-person demo).
+    // The demo is reachable from one address (range) only: the ALB security group admits it and
+    // nothing else. The optional WAF adds a per-IP rate limit on top.
     const myPublicIp = new CfnParameter(this, 'myPublicIP', {
       type: 'String',
-      description: 'IPv4 CIDR allowed to reach the load balancer on port 80, e.g. 203.0.113.7/32',
-      // An IPv4 address with a prefix length of 1-32: /0 (the whole internet) is refused.
-      allowedPattern:
-        '^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(3[0-2]|[12][0-9]|[1-9])$',
-      constraintDescription: 'must be an IPv4 CIDR such as 203.0.113.7/32 (prefix length 1-32)',
+      description: 'IPv4 CIDR allowed to reach the load balancer, e.g. 203.0.113.7/32 (prefix /16 to /32)',
+      allowedPattern: MY_PUBLIC_IP_PATTERN,
+      constraintDescription: 'must be an IPv4 CIDR such as 203.0.113.7/32, with a prefix length of 16 to 32',
     });
 
     const cluster = new ecs.Cluster(this, 'Cluster', {
@@ -65,15 +97,12 @@ export class ServicesStack extends Stack {
 
     const albSecurityGroup = new ec2.SecurityGroup(this, 'LoadBalancerSecurityGroup', {
       vpc: props.vpc,
-      description: 'ALB: HTTP from myPublicIP only',
+      description: props.https ? 'ALB: HTTP and HTTPS from myPublicIP only' : 'ALB: HTTP from myPublicIP only',
       // Egress to the tasks is added by the listener targets below, port by port.
       allowAllOutbound: false,
     });
-    albSecurityGroup.addIngressRule(
-      ec2.Peer.ipv4(myPublicIp.valueAsString),
-      ec2.Port.tcp(80),
-      'HTTP from myPublicIP',
-    );
+    const me = ec2.Peer.ipv4(myPublicIp.valueAsString);
+    albSecurityGroup.addIngressRule(me, ec2.Port.tcp(80), 'HTTP from myPublicIP');
 
     this.loadBalancer = new elbv2.ApplicationLoadBalancer(this, 'LoadBalancer', {
       vpc: props.vpc,
@@ -82,20 +111,41 @@ export class ServicesStack extends Stack {
       securityGroup: albSecurityGroup,
       dropInvalidHeaderFields: true,
     });
+
     // Opening is done by the security group above; `open: true` would add 0.0.0.0/0.
-    const listener = this.loadBalancer.addListener('Http', { port: 80, open: false });
+    let listener: elbv2.ApplicationListener;
+    if (props.https) {
+      albSecurityGroup.addIngressRule(me, ec2.Port.tcp(443), 'HTTPS from myPublicIP');
+      listener = this.loadBalancer.addListener('Https', {
+        port: 443,
+        protocol: elbv2.ApplicationProtocol.HTTPS,
+        certificates: [elbv2.ListenerCertificate.fromArn(props.https.certificateArn)],
+        sslPolicy: elbv2.SslPolicy.RECOMMENDED_TLS,
+        open: false,
+      });
+      this.loadBalancer.addListener('HttpRedirect', {
+        port: 80,
+        open: false,
+        defaultAction: elbv2.ListenerAction.redirect({ protocol: 'HTTPS', port: '443', permanent: true }),
+      });
+    } else {
+      listener = this.loadBalancer.addListener('Http', { port: 80, open: false });
+    }
 
     const architecture =
       props.cpuArchitecture === 'arm64'
         ? { cpu: ecs.CpuArchitecture.ARM64, platform: Platform.LINUX_ARM64 }
         : { cpu: ecs.CpuArchitecture.X86_64, platform: Platform.LINUX_AMD64 };
 
+    const logGroups = {} as Record<ServiceKey, logs.ILogGroup>;
     const createService = (spec: ServiceSpec, desiredCount: number): ecs.FargateService => {
-      const id = spec.name === 'booking-service' ? 'Booking' : 'Payment';
+      const id = spec.key === 'booking' ? 'Booking' : 'Payment';
+      const secret = props.databaseSecrets[spec.key];
       const logGroup = new logs.LogGroup(this, `${id}Logs`, {
         retention: logs.RetentionDays.ONE_MONTH,
         removalPolicy: RemovalPolicy.DESTROY,
       });
+      logGroups[spec.key] = logGroup;
       const taskDefinition = new ecs.FargateTaskDefinition(this, `${id}Task`, {
         cpu: 256,
         memoryLimitMiB: 512,
@@ -114,20 +164,23 @@ export class ServicesStack extends Stack {
           BIND_ADDR: `0.0.0.0:${spec.port}`,
           LOG_FORMAT: 'json',
           RUST_LOG: 'info',
+          // The database exists (ServiceRoles in the data stack); the service checks that and
+          // applies its migrations as the role that owns the database.
           RUN_MIGRATIONS: 'true',
-          PGDATABASE: spec.database,
-          // The cluster refuses unencrypted connections (rds.force_ssl). `require` encrypts
-          // without checking the CA; verify-full would need the RDS CA bundle in the image.
-          PGSSLMODE: 'require',
+          PGDATABASE: SERVICE_DATABASES[spec.key].database,
+          // sqlx reads both: TLS with the server certificate checked against the RDS CA bundle in
+          // the image, and the host name against PGHOST (the cluster endpoint).
+          PGSSLMODE: 'verify-full',
+          PGSSLROOTCERT: RDS_CA_BUNDLE_PATH,
           SQS_QUEUE_URL: props.queue.queueUrl,
           ...spec.environment,
         },
-        // The generated Aurora secret holds JSON; ECS resolves one key per variable at task start.
+        // The service's own secret (JSON); ECS resolves one key per variable at task start.
         secrets: {
-          PGHOST: ecs.Secret.fromSecretsManager(props.databaseSecret, 'host'),
-          PGPORT: ecs.Secret.fromSecretsManager(props.databaseSecret, 'port'),
-          PGUSER: ecs.Secret.fromSecretsManager(props.databaseSecret, 'username'),
-          PGPASSWORD: ecs.Secret.fromSecretsManager(props.databaseSecret, 'password'),
+          PGHOST: ecs.Secret.fromSecretsManager(secret, 'host'),
+          PGPORT: ecs.Secret.fromSecretsManager(secret, 'port'),
+          PGUSER: ecs.Secret.fromSecretsManager(secret, 'username'),
+          PGPASSWORD: ecs.Secret.fromSecretsManager(secret, 'password'),
         },
         logging: ecs.LogDrivers.awsLogs({
           logGroup,
@@ -136,6 +189,23 @@ export class ServicesStack extends Stack {
           mode: ecs.AwsLogDriverMode.NON_BLOCKING,
           maxBufferSize: Size.mebibytes(4),
         }),
+        // Liveness only (no database round trip), so a database failover never gets healthy
+        // tasks replaced. The image has no HTTP client; bash's /dev/tcp is enough for one GET.
+        // It catches a wedged process independently of the ALB, and ECS shows it per task.
+        healthCheck: {
+          command: [
+            'CMD',
+            '/bin/bash',
+            '-c',
+            `exec 3<>/dev/tcp/127.0.0.1/${spec.port} && printf 'GET /health/live HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '`,
+          ],
+          interval: Duration.seconds(15),
+          timeout: Duration.seconds(5),
+          retries: 3,
+          // Start-up connects to the database and runs migrations before the port opens.
+          startPeriod: Duration.seconds(60),
+        },
+        stopTimeout: STOP_TIMEOUT,
         readonlyRootFilesystem: true,
       });
 
@@ -159,7 +229,7 @@ export class ServicesStack extends Stack {
         minHealthyPercent: 100,
         maxHealthyPercent: 200,
         circuitBreaker: { enable: true, rollback: true },
-        // Start-up creates the database and runs migrations before /health/ready answers 200.
+        // Start-up connects to the database and runs migrations before /health/live answers.
         healthCheckGracePeriod: Duration.seconds(60),
         propagateTags: ecs.PropagatedTagSource.SERVICE,
       });
@@ -172,29 +242,33 @@ export class ServicesStack extends Stack {
 
     this.bookingService = createService(
       {
+        key: 'booking',
         name: 'booking-service',
         port: 8080,
-        database: 'booking',
         environment: { RELAY_ENABLED: 'true', EMF_NAMESPACE },
       },
       2,
     );
     this.paymentService = createService(
       {
+        key: 'payment',
         name: 'payment-service',
         port: 8081,
-        database: 'payment',
         environment: { CONSUMER_VISIBILITY_TIMEOUT: '30s' },
       },
-      1,
+      PAYMENT_TASKS.min,
     );
 
     // Least privilege through grants: the relay only sends, the consumer only receives.
     props.queue.grantSendMessages(this.bookingService.taskDefinition.taskRole);
     props.queue.grantConsumeMessages(this.paymentService.taskDefinition.taskRole);
 
+    // Liveness, not readiness: /health/ready is a database round trip, so a failover, patching or
+    // a saturated pool would mark every task unhealthy at once and ECS would replace them all
+    // (booking-service cannot even start without the database). /health/ready stays for what
+    // it is for: a person or a script asking whether the service can do its work right now.
     const healthCheck = (port: number): elbv2.HealthCheck => ({
-      path: '/health/ready',
+      path: '/health/live',
       port: String(port),
       healthyHttpCodes: '200',
       interval: Duration.seconds(15),
@@ -204,7 +278,7 @@ export class ServicesStack extends Stack {
     });
 
     // booking-service is the default: its API, Swagger UI and OpenAPI document.
-    listener.addTargets('Booking', {
+    const bookingTargets = listener.addTargets('Booking', {
       port: 8080,
       protocol: elbv2.ApplicationProtocol.HTTP,
       targets: [this.bookingService],
@@ -212,7 +286,7 @@ export class ServicesStack extends Stack {
       deregistrationDelay: Duration.seconds(30),
     });
     // payment-service is reachable only under /api/payments*; its other routes stay private.
-    listener.addTargets('Payment', {
+    const paymentTargets = listener.addTargets('Payment', {
       priority: 10,
       conditions: [elbv2.ListenerCondition.pathPatterns(['/api/payments', '/api/payments/*'])],
       port: 8081,
@@ -222,63 +296,136 @@ export class ServicesStack extends Stack {
       deregistrationDelay: Duration.seconds(30),
     });
 
-    const scaling = this.bookingService.autoScaleTaskCount({ minCapacity: 2, maxCapacity: 4 });
-    scaling.scaleOnCpuUtilization('Cpu', {
+    const bookingScaling = this.bookingService.autoScaleTaskCount({ minCapacity: 2, maxCapacity: 4 });
+    bookingScaling.scaleOnCpuUtilization('Cpu', {
       targetUtilizationPercent: 60,
       scaleInCooldown: Duration.seconds(120),
       scaleOutCooldown: Duration.seconds(60),
     });
 
-    // booking-service prints this metric as EMF every 10 s from every task, even at zero, so
-    // silence means no relay is alive: missing data counts as breaching.
-    const outboxAlarm = new cloudwatch.Alarm(this, 'OutboxBacklogAge', {
-      alarmDescription:
-        'The oldest unpublished outbox event is older than 60 s for 3 minutes (or booking-service ' +
-        'stopped reporting): the relay cannot publish to SQS.',
-      metric: new cloudwatch.Metric({
-        namespace: EMF_NAMESPACE,
-        metricName: 'OutboxOldestPendingAgeSeconds',
-        dimensionsMap: { ServiceName: 'booking-service' },
-        unit: cloudwatch.Unit.SECONDS,
-        statistic: cloudwatch.Stats.MAXIMUM,
-        period: Duration.minutes(1),
-      }),
-      threshold: 60,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-      evaluationPeriods: 3,
-      datapointsToAlarm: 3,
-      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    // payment-service follows its queue: target tracking on visible messages per running task
+    // (metric math, which the CDK's L2 does not render, hence the L1 policy).
+    const paymentScaling = this.paymentService.autoScaleTaskCount({
+      minCapacity: PAYMENT_TASKS.min,
+      maxCapacity: PAYMENT_TASKS.max,
     });
-    alarmActions([outboxAlarm], props.alarmTopic);
+    const paymentTarget = paymentScaling.node.findChild('Target') as appscaling.ScalableTarget;
+    new appscaling.CfnScalingPolicy(this, 'PaymentBacklogScaling', {
+      policyName: 'payment-service-backlog-per-task',
+      policyType: 'TargetTrackingScaling',
+      scalingTargetId: paymentTarget.scalableTargetId,
+      targetTrackingScalingPolicyConfiguration: {
+        targetValue: PAYMENT_BACKLOG_PER_TASK,
+        scaleOutCooldown: 60,
+        scaleInCooldown: 300,
+        customizedMetricSpecification: {
+          metrics: backlogPerTaskQueries({
+            queueName: props.queue.queueName,
+            clusterName: cluster.clusterName,
+            serviceName: this.paymentService.serviceName,
+          }),
+        },
+      },
+    });
 
-    const albUrl = `http://${this.loadBalancer.loadBalancerDnsName}`;
+    if (props.waf) this.addWebAcl(myPublicIp.valueAsString);
+
+    const monitoring = new OutboxMonitoring(this, 'Monitoring', {
+      cluster,
+      services: { booking: this.bookingService, payment: this.paymentService },
+      logGroups,
+      loadBalancer: this.loadBalancer,
+      targetGroups: { booking: bookingTargets, payment: paymentTargets },
+      queue: props.queue,
+      deadLetterQueue: props.deadLetterQueue,
+      database: props.database,
+      dbMaxCapacity: props.dbMaxCapacity,
+      alarmTopic: props.alarmTopic,
+    });
+
+    const baseUrl = props.https
+      ? `https://${props.https.domainName}`
+      : `http://${this.loadBalancer.loadBalancerDnsName}`;
     new CfnOutput(this, 'LoadBalancerUrl', {
-      description: 'Base URL of both APIs (reachable from myPublicIP only)',
-      value: albUrl,
+      description: props.https
+        ? `Base URL of both APIs (point ${props.https.domainName} at LoadBalancerDnsName; reachable from myPublicIP only)`
+        : 'Base URL of both APIs (reachable from myPublicIP only)',
+      value: baseUrl,
+    });
+    new CfnOutput(this, 'LoadBalancerDnsName', {
+      description: 'The ALB\u2019s DNS name (the target of a CNAME or alias record for domainName)',
+      value: this.loadBalancer.loadBalancerDnsName,
     });
     new CfnOutput(this, 'SwaggerUiUrl', {
       description: 'booking-service Swagger UI',
-      value: `${albUrl}/swagger-ui/index.html`,
+      value: `${baseUrl}/swagger-ui/index.html`,
     });
     new CfnOutput(this, 'PaymentsApiUrl', {
       description: 'payment-service API (the only payment-service path behind the ALB)',
-      value: `${albUrl}/api/payments`,
+      value: `${baseUrl}/api/payments`,
     });
     new CfnOutput(this, 'BookingTaskRoleArn', {
       description: 'Role the outbox relay sends with (infra/scripts/block-queue.sh denies it)',
       value: this.bookingService.taskDefinition.taskRole.roleArn,
     });
     new CfnOutput(this, 'ClusterName', { value: cluster.clusterName });
+    new CfnOutput(this, 'DashboardUrl', {
+      description: 'CloudWatch dashboard: bookings, outbox, queues, payments, ALB, ECS, Aurora',
+      value: `https://${Aws.REGION}.console.aws.amazon.com/cloudwatch/home?region=${Aws.REGION}#dashboards/dashboard/${monitoring.dashboard.dashboardName}`,
+    });
 
     this.acknowledgeNagFindings();
+  }
+
+  /**
+   * WAF in front of the ALB: myPublicIP allowed, everything else blocked, and a per-IP rate limit
+   * evaluated first, so even the allowed address cannot flood the services.
+   */
+  private addWebAcl(myPublicIp: string): void {
+    const visibility = (metricName: string) => ({
+      cloudWatchMetricsEnabled: true,
+      metricName,
+      sampledRequestsEnabled: true,
+    });
+    const ipSet = new wafv2.CfnIPSet(this, 'MyPublicIpSet', {
+      scope: 'REGIONAL',
+      ipAddressVersion: 'IPV4',
+      addresses: [myPublicIp],
+      description: 'myPublicIP',
+    });
+    const webAcl = new wafv2.CfnWebACL(this, 'WebAcl', {
+      scope: 'REGIONAL',
+      defaultAction: { block: {} },
+      visibilityConfig: visibility('outbox-web-acl'),
+      rules: [
+        {
+          name: 'RateLimitPerIp',
+          priority: 0,
+          action: { block: {} },
+          statement: { rateBasedStatement: { limit: WAF_RATE_LIMIT, aggregateKeyType: 'IP' } },
+          visibilityConfig: visibility('outbox-rate-limit'),
+        },
+        {
+          name: 'AllowMyPublicIp',
+          priority: 1,
+          action: { allow: {} },
+          statement: { ipSetReferenceStatement: { arn: ipSet.attrArn } },
+          visibilityConfig: visibility('outbox-allow-my-ip'),
+        },
+      ],
+    });
+    new wafv2.CfnWebACLAssociation(this, 'WebAclAssociation', {
+      resourceArn: this.loadBalancer.loadBalancerArn,
+      webAclArn: webAcl.attrArn,
+    });
   }
 
   private acknowledgeNagFindings(): void {
     Validations.of(this.loadBalancer.connections.securityGroups[0]).acknowledge({
       id: 'AwsSolutions-EC23',
       reason:
-        'The only ingress is port 80 from the myPublicIP parameter, which cdk-nag cannot resolve at ' +
-        'synth time; its AllowedPattern accepts IPv4 CIDRs with a prefix of /1 to /32, never 0.0.0.0/0.',
+        'The only ingress is from the myPublicIP parameter, which cdk-nag cannot resolve at synth ' +
+        'time; its AllowedPattern accepts IPv4 CIDRs with a prefix of /16 to /32, never 0.0.0.0/0.',
     });
     Validations.of(this.loadBalancer).acknowledge({
       id: 'AwsSolutions-ELB2',
@@ -297,7 +444,7 @@ export class ServicesStack extends Stack {
       Validations.of(service.taskDefinition).acknowledge({
         id: 'AwsSolutions-ECS2',
         reason:
-          'Only non-secret settings (addresses, log format, queue URL, database name) are plain ' +
+          'Only non-secret settings (addresses, log format, queue URL, database name, CA path) are plain ' +
           'environment variables; the database credentials come from Secrets Manager as ECS secrets.',
       });
     }

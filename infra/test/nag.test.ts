@@ -19,8 +19,16 @@ describe('cdk-nag AwsSolutions', () => {
     expect(() => synthWithNag({})).not.toThrow();
   });
 
-  test('nor the variant with deletion protection and an alarm topic', () => {
-    expect(() => synthWithNag({ deletionProtection: true, alarmEmail: 'ops@example.com' })).not.toThrow();
+  test('nor the variant with every option on: deletion protection, alarm topic, HTTPS, WAF', () => {
+    expect(() =>
+      synthWithNag({
+        deletionProtection: true,
+        alarmEmail: 'ops@example.com',
+        certificateArn: 'arn:aws:acm:eu-west-1:123456789012:certificate/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0',
+        domainName: 'outbox.example.com',
+        waf: true,
+      }),
+    ).not.toThrow();
   });
 
   test('an unacknowledged finding fails synthesis', () => {
