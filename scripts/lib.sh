@@ -95,16 +95,17 @@ sqs_call() {
 sqs_answers() { sqs_call ListQueues '{}' >/dev/null 2>&1; }
 
 # Creates (idempotently) the FIFO queue QUEUE and its FIFO DLQ with a redrive
-# policy; prints the queue URL.
+# policy after MAX_RECEIVES (5) receives, visibility timeout VISIBILITY (30) s;
+# prints the queue URL.
 create_queues() {
-  local queue="$1" dlq="$2" max_receives="${3:-5}"
+  local queue="$1" dlq="$2" max_receives="${3:-5}" visibility="${4:-30}"
   local dlq_url dlq_arn queue_url
   dlq_url="$(sqs_call CreateQueue "{\"QueueName\":\"$dlq\",\"Attributes\":{\"FifoQueue\":\"true\"}}" | json_field QueueUrl)" \
     || die "could not create the DLQ $dlq"
   dlq_arn="$(sqs_call GetQueueAttributes "{\"QueueUrl\":\"$dlq_url\",\"AttributeNames\":[\"QueueArn\"]}" | json_field Attributes.QueueArn)" \
     || die "could not read the DLQ's ARN"
   local redrive="{\\\"deadLetterTargetArn\\\":\\\"$dlq_arn\\\",\\\"maxReceiveCount\\\":$max_receives}"
-  queue_url="$(sqs_call CreateQueue "{\"QueueName\":\"$queue\",\"Attributes\":{\"FifoQueue\":\"true\",\"VisibilityTimeout\":\"30\",\"RedrivePolicy\":\"$redrive\"}}" | json_field QueueUrl)" \
+  queue_url="$(sqs_call CreateQueue "{\"QueueName\":\"$queue\",\"Attributes\":{\"FifoQueue\":\"true\",\"VisibilityTimeout\":\"$visibility\",\"RedrivePolicy\":\"$redrive\"}}" | json_field QueueUrl)" \
     || die "could not create the queue $queue"
   echo "$queue_url"
 }

@@ -16,8 +16,18 @@
 //! back and leaves its messages to come back after the visibility timeout; a
 //! poison message is made visible again at once so the queue's redrive policy
 //! moves it to the DLQ after `maxReceiveCount` receives.
+//!
+//! A consumer never dead-letters a valid message because of its *own* outage.
+//! After a transient failure it checks the database: if that is down too, a
+//! circuit breaker opens — the failed messages are released at once (visible
+//! again, for whoever can handle them), the receive loops stop receiving (so no
+//! message's receive count grows), and one prober checks the database with
+//! backoff; its first success closes the breaker and receiving resumes. Only a
+//! message that fails while the database is healthy moves towards the DLQ, and
+//! one that is about to get there is logged at ERROR.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +38,10 @@ use aws_sdk_sqs::types::{
 };
 use clap::Args;
 use service_kit::config::parse_duration;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::EventEnvelope;
@@ -177,6 +190,28 @@ pub struct Consumer<H> {
     handler: Arc<H>,
     args: ConsumerArgs,
     metrics: ConsumerMetrics,
+    /// `true` while the database is down: the receive loops wait.
+    breaker: watch::Sender<bool>,
+    status: Arc<Mutex<ConsumerStatus>>,
+    /// The queue's `maxReceiveCount` (0: no redrive policy, or not read yet).
+    max_receives: AtomicU32,
+}
+
+/// What the consumer is doing, for `/health/status`.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerStatus {
+    /// The receive loops run.
+    pub running: bool,
+    /// `open` while the database is unavailable: nothing is received until it is back.
+    #[schema(example = "closed")]
+    pub breaker: &'static str,
+    /// Since when the breaker is open.
+    pub breaker_open_since: Option<DateTime<Utc>>,
+    /// The last receive that returned messages.
+    pub last_receive_at: Option<DateTime<Utc>>,
+    /// The queue's redrive threshold (`maxReceiveCount`), when it has one.
+    pub max_receive_count: Option<u32>,
 }
 
 impl<H: Handler> Consumer<H> {
@@ -193,7 +228,23 @@ impl<H: Handler> Consumer<H> {
             handler: Arc::new(handler),
             args,
             metrics,
+            breaker: watch::channel(false).0,
+            status: Arc::new(Mutex::new(ConsumerStatus {
+                breaker: "closed",
+                ..ConsumerStatus::default()
+            })),
+            max_receives: AtomicU32::new(0),
         }
+    }
+
+    /// A handle on the consumer's status, for the health endpoint.
+    pub fn status(&self) -> Arc<Mutex<ConsumerStatus>> {
+        Arc::clone(&self.status)
+    }
+
+    /// Whether the breaker is open (the database is down; nothing is received).
+    pub fn breaker_open(&self) -> bool {
+        *self.breaker.borrow()
     }
 
     /// Receives one batch (long polling, up to `CONSUMER_WAIT_TIME`) and handles it.
@@ -258,6 +309,13 @@ impl<H: Handler> Consumer<H> {
         ));
         let outcomes = self.apply(&messages).await;
         heartbeat.abort();
+        self.status.lock().expect("not poisoned").last_receive_at = Some(Utc::now());
+        // A transient failure: ours (the database is down) or the message's?
+        let transient = outcomes.iter().any(|o| *o == Outcome::Transient);
+        let outage = transient && !self.database_answers().await;
+        if outage {
+            self.open_breaker(url).await;
+        }
 
         let mut report = Report {
             received: messages.len(),
@@ -279,7 +337,16 @@ impl<H: Handler> Consumer<H> {
                     report.failed += 1;
                     release.push(message);
                 }
-                Outcome::Transient => report.failed += 1,
+                // Released at once: it was not its fault, and nothing here will
+                // receive it again until the database is back.
+                Outcome::Transient if outage => {
+                    report.failed += 1;
+                    release.push(message);
+                }
+                Outcome::Transient => {
+                    report.failed += 1;
+                    self.warn_if_last_chance(message);
+                }
                 // Behind a poison message of its group: back in the queue, in order.
                 Outcome::Skipped => release.push(message),
             }
@@ -452,6 +519,131 @@ impl<H: Handler> Consumer<H> {
         Ok(applied)
     }
 
+    /// `select 1`, with a short timeout: is the database there at all?
+    async fn database_answers(&self) -> bool {
+        let check = sqlx::query("select 1").execute(&self.pool);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), check).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Opens the breaker (once per outage, logged once).
+    async fn open_breaker(&self, url: &str) {
+        if self.breaker.send_replace(true) {
+            return;
+        }
+        self.metrics.breaker_open.set(1);
+        self.status.lock().expect("not poisoned").breaker = "open";
+        self.status.lock().expect("not poisoned").breaker_open_since = Some(Utc::now());
+        let waiting = self.waiting(url).await;
+        tracing::warn!(waiting = ?waiting,
+            "database unavailable: the consumer stops receiving (messages stay in the queue, none is dead-lettered) and probes it until it is back");
+    }
+
+    /// Messages waiting in the queue, best effort (for the log).
+    async fn waiting(&self, url: &str) -> Option<i64> {
+        let attributes = self
+            .queue
+            .client()
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .ok()?;
+        attributes
+            .attributes()?
+            .get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)?
+            .parse()
+            .ok()
+    }
+
+    /// A message that failed on its own (the database answers) and has one
+    /// receive left before the redrive policy moves it to the DLQ: data at risk.
+    fn warn_if_last_chance(&self, message: &Received) {
+        let max = self.max_receives.load(Ordering::Relaxed);
+        if max > 0 && message.receive_count + 1 >= max {
+            tracing::error!(message_id = %message.message_id, receive_count = message.receive_count,
+                max_receive_count = max,
+                "a message keeps failing while the database is healthy; its next failure moves it to the DLQ");
+        }
+    }
+
+    /// While the breaker is open: checks the database with backoff (250 ms
+    /// doubling to 10 s); closes the breaker on the first success.
+    async fn probe_loop(&self, shutdown: CancellationToken) {
+        let mut breaker = self.breaker.subscribe();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                open = breaker.wait_for(|open| *open) => if open.is_err() { return },
+            }
+            let opened = Instant::now();
+            let mut delay = Duration::from_millis(250);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                if self.database_answers().await {
+                    break;
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            let waiting = match self.queue.url().await {
+                Ok(url) => self.waiting(&url).await,
+                Err(_) => None,
+            };
+            {
+                let mut status = self.status.lock().expect("not poisoned");
+                status.breaker = "closed";
+                status.breaker_open_since = None;
+            }
+            self.metrics.breaker_open.set(0);
+            self.breaker.send_replace(false);
+            tracing::info!(outage = ?opened.elapsed(), waiting = ?waiting,
+                "database reachable again: the consumer receives again");
+        }
+    }
+
+    /// Reads the queue's redrive policy once at start: without one, a poison
+    /// message would come back forever.
+    async fn read_redrive_policy(&self) {
+        let policy = async {
+            let url = self.queue.url().await.ok()?;
+            let attributes = self
+                .queue
+                .client()
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+                .send()
+                .await
+                .ok()?;
+            Some(
+                attributes
+                    .attributes()
+                    .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy))
+                    .cloned(),
+            )
+        }
+        .await;
+        match policy {
+            // Could not ask (an outage at start): the receive loops report it.
+            None => {}
+            Some(None) => tracing::warn!(
+                "the queue has no redrive policy: a poison message would be received again and again; give it a DLQ"
+            ),
+            Some(Some(policy)) => {
+                let max = crate::sqs::max_receive_count(&policy).unwrap_or_default();
+                self.max_receives.store(max, Ordering::Relaxed);
+                self.status.lock().expect("not poisoned").max_receive_count =
+                    (max > 0).then_some(max);
+            }
+        }
+    }
+
     fn poison(&self, message: &Received, poison: &Poison) {
         self.metrics.failure(poison.reason);
         tracing::error!(message_id = %message.message_id, receive_count = message.receive_count,
@@ -501,6 +693,13 @@ impl<H: Handler> Consumer<H> {
     /// Runs `CONSUMER_CONCURRENCY` receive loops until `shutdown`; in-flight
     /// messages are finished and deleted before it returns.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        self.read_redrive_policy().await;
+        let prober = {
+            let consumer = Arc::clone(&self);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { consumer.probe_loop(shutdown).await })
+        };
+        self.status.lock().expect("not poisoned").running = true;
         let loops: Vec<_> = (0..self.args.consumer_concurrency)
             .map(|_| {
                 let consumer = Arc::clone(&self);
@@ -512,12 +711,20 @@ impl<H: Handler> Consumer<H> {
         for l in loops {
             let _ = l.await;
         }
+        let _ = prober.await;
+        self.status.lock().expect("not poisoned").running = false;
         tracing::info!("consumer stopped");
     }
 
     async fn receive_loop(&self, shutdown: CancellationToken) {
         let mut failures = 0u32;
+        let mut breaker = self.breaker.subscribe();
         while !shutdown.is_cancelled() {
+            // Nothing is received while the database is down.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                closed = breaker.wait_for(|open| !*open) => if closed.is_err() { return },
+            }
             match self.run_once().await {
                 Ok(_) => {
                     if failures > 0 {

@@ -148,6 +148,7 @@ pub struct ConsumerMetrics {
     pub duplicates: Counter,
     pub failed: Family<ReasonLabel, Counter>,
     pub handling_latency: Histogram,
+    pub breaker_open: Gauge,
 }
 
 impl Default for ConsumerMetrics {
@@ -158,6 +159,7 @@ impl Default for ConsumerMetrics {
             duplicates: Counter::default(),
             failed: Family::default(),
             handling_latency: seconds_histogram(),
+            breaker_open: Gauge::default(),
         }
     }
 }
@@ -189,6 +191,11 @@ impl ConsumerMetrics {
             "handling_seconds",
             "Time to handle one message",
             self.handling_latency.clone(),
+        );
+        r.register(
+            "breaker_open",
+            "1 while the database is unavailable and the consumer does not receive",
+            self.breaker_open.clone(),
         );
     }
 

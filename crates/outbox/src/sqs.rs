@@ -396,6 +396,163 @@ impl Publisher for SqsPublisher {
     }
 }
 
+/// `maxReceiveCount` of a queue's `RedrivePolicy` attribute (a number or a string).
+pub fn max_receive_count(policy: &str) -> Option<u32> {
+    let policy: serde_json::Value = serde_json::from_str(policy).ok()?;
+    match &policy["maxReceiveCount"] {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// What a DLQ redrive found or did.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Redrive {
+    /// The dead-letter queue (from the source queue's redrive policy).
+    pub dead_letter_queue_url: String,
+    /// Messages in the DLQ before the move (approximate, as SQS counts them).
+    pub waiting: i64,
+    /// Messages moved back to the source queue (0 on a dry run).
+    pub moved: i64,
+    pub dry_run: bool,
+}
+
+/// Moves every message of `queue`'s dead-letter queue back to `queue` (or, with
+/// `dry_run`, only counts them). Each message keeps its body, attributes and,
+/// on FIFO queues, its message group, so its group's order is kept from then
+/// on; it gets a fresh deduplication id, so SQS cannot drop it as a copy of
+/// its first send. It is deleted from the DLQ only after the source queue took
+/// it: a crash in between leaves a copy in both, and the consumer's inbox
+/// absorbs the second. Works against any SQS-compatible server; in AWS,
+/// `infra/scripts/redrive-dlq.sh` uses SQS's own message-move task instead.
+pub async fn redrive(queue: &Queue, dry_run: bool) -> Result<Redrive, SendError> {
+    use aws_sdk_sqs::types::{
+        DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+    };
+    let client = queue.client();
+    let url = queue.url().await?;
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .map_err(SendError::from_sdk)?;
+    let policy = attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        .ok_or_else(|| SendError::new(FailureReason::Other, "the queue has no redrive policy, hence no DLQ"))?;
+    let dlq_name = serde_json::from_str::<serde_json::Value>(policy)
+        .ok()
+        .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned))
+        .and_then(|arn| arn.rsplit(':').next().map(str::to_owned))
+        .ok_or_else(|| SendError::new(FailureReason::Other, "the redrive policy names no DLQ"))?;
+    let dlq_url = client
+        .get_queue_url()
+        .queue_name(&dlq_name)
+        .send()
+        .await
+        .map_err(SendError::from_sdk)?
+        .queue_url
+        .unwrap_or_default();
+    let count = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .map_err(SendError::from_sdk)?;
+    let waiting = count
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_default();
+    let mut report = Redrive {
+        dead_letter_queue_url: dlq_url.clone(),
+        waiting,
+        moved: 0,
+        dry_run,
+    };
+    if dry_run {
+        return Ok(report);
+    }
+    loop {
+        let received = client
+            .receive_message()
+            .queue_url(&dlq_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .visibility_timeout(60)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(SendError::from_sdk)?;
+        let messages = received.messages();
+        if messages.is_empty() {
+            return Ok(report);
+        }
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(m.body().unwrap_or_default())
+                    .set_message_attributes(m.message_attributes().cloned());
+                if queue.is_fifo() {
+                    let group = m
+                        .attributes()
+                        .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                        .cloned()
+                        .unwrap_or_else(|| "redriven".to_owned());
+                    entry = entry
+                        .message_group_id(group)
+                        .message_deduplication_id(uuid::Uuid::new_v4().to_string());
+                }
+                entry.build().expect("id and body are set")
+            })
+            .collect();
+        let sent = client
+            .send_message_batch()
+            .queue_url(&url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(SendError::from_sdk)?;
+        let deletes: Vec<DeleteMessageBatchRequestEntry> = sent
+            .successful()
+            .iter()
+            .filter_map(|ok| ok.id().parse::<usize>().ok())
+            .filter_map(|i| messages.get(i))
+            .enumerate()
+            .map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()
+                    .expect("id and handle are set")
+            })
+            .collect();
+        if deletes.is_empty() {
+            return Err(SendError::new(
+                FailureReason::Rejected,
+                "the source queue refused the redriven messages",
+            ));
+        }
+        report.moved += deletes.len() as i64;
+        client
+            .delete_message_batch()
+            .queue_url(&dlq_url)
+            .set_entries(Some(deletes))
+            .send()
+            .await
+            .map_err(SendError::from_sdk)?;
+    }
+}
+
 /// Creates a queue (tests, benchmarks and local set-up). FIFO when the name ends in `.fifo`.
 pub async fn create_queue(client: &Client, name: &str) -> anyhow::Result<String> {
     let mut request = client.create_queue().queue_name(name);

@@ -16,12 +16,25 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 use uuid::Uuid;
 
+use std::sync::Mutex;
+
+use axum::extract::Query;
+use outbox::consumer::ConsumerStatus;
+use outbox::sqs::{Queue, Redrive};
+use serde::Deserialize;
+use service_kit::admin::{AdminToken, require_admin};
+
 use crate::payments::{self, Payment};
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub pool: PgPool,
     pub registry: Arc<Registry>,
+    /// The consumer's status, when it runs in this process.
+    pub consumer: Option<Arc<Mutex<ConsumerStatus>>>,
+    /// The queue consumed (for the DLQ redrive), when configured.
+    pub queue: Option<Queue>,
+    pub admin: AdminToken,
 }
 
 #[derive(OpenApi)]
@@ -32,9 +45,24 @@ pub struct AppState {
                        idempotently (inbox + payment in one transaction).",
         license(name = "MIT")
     ),
-    tags((name = "payments", description = "Payments recorded from FlightBooked events"), (name = "health"))
+    tags((name = "payments", description = "Payments recorded from FlightBooked events"), (name = "health"),
+         (name = "operator", description = "Operator actions; need `Authorization: Bearer <ADMIN_TOKEN>`")),
+    modifiers(&BearerAuth)
 )]
 struct ApiDoc;
+
+/// The operator token as an OpenAPI security scheme (Swagger UI's "Authorize").
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi.components.get_or_insert_default().add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
 
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -42,14 +70,24 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(get_payment))
         .routes(routes!(service_kit::http::live))
         .routes(routes!(service_kit::http::ready))
+        .routes(routes!(status))
+}
+
+/// Operator actions: behind the admin token (see [`router`]).
+fn operator_api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(redrive_dlq))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    api().merge(operator_api()).split_for_parts().1
 }
 
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = api().split_for_parts();
+    let operator = operator_api().route_layer(axum::middleware::from_fn_with_state(
+        state.admin.clone(),
+        require_admin,
+    ));
+    let (api, doc) = api().merge(operator).split_for_parts();
     let app = api
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -62,8 +100,7 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
 }
 
 fn internal(e: anyhow::Error) -> Response {
-    tracing::error!(error = ?e, "request failed");
-    Problem::internal().into_response()
+    Problem::from_error(&e).into_response()
 }
 
 /// A page of payments, newest first.
@@ -117,5 +154,103 @@ pub async fn get_payment(State(pool): State<PgPool>, Path(flight_id): Path<Strin
             Problem::not_found(format!("No payment for flight {flight_id} (yet)")).into_response()
         }
         Err(e) => internal(e),
+    }
+}
+
+/// What each part of the service is doing.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// `up`, or `degraded` when the database does not answer or the consumer's breaker is open.
+    #[schema(example = "up")]
+    pub status: &'static str,
+    pub database: DatabaseStatus,
+    /// Absent when the consumer is off in this process.
+    pub consumer: Option<ConsumerStatus>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStatus {
+    pub reachable: bool,
+}
+
+/// Status of every part
+///
+/// The database and the consumer (its circuit breaker, its last receive, the
+/// queue's redrive threshold): why payments are not being recorded, at a glance.
+#[utoipa::path(get, path = "/health/status", tag = "health",
+    responses((status = 200, description = "Each part's state", body = Status)))]
+pub async fn status(State(state): State<AppState>) -> Json<Status> {
+    let reachable = matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            sqlx::query("select 1").execute(&state.pool)
+        )
+        .await,
+        Ok(Ok(_))
+    );
+    let consumer = state
+        .consumer
+        .as_ref()
+        .map(|c| c.lock().expect("not poisoned").clone());
+    let degraded = !reachable || consumer.as_ref().is_some_and(|c| c.breaker == "open");
+    Json(Status {
+        status: if degraded { "degraded" } else { "up" },
+        database: DatabaseStatus { reachable },
+        consumer,
+    })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct RedriveQuery {
+    /// Only count the messages in the DLQ; move nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Move the DLQ back to the queue
+///
+/// Moves every message of the consumed queue's dead-letter queue (named by its
+/// redrive policy) back to the queue, keeping each message's group; the inbox
+/// makes sure a redriven event that was already processed has no second
+/// effect. Use it after fixing what made the messages fail. `dryRun=true` only
+/// counts them.
+#[utoipa::path(post, path = "/api/admin/dlq/redrive", tag = "operator", params(RedriveQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Moved (or counted)", body = Redrive),
+        (status = 401, description = "No or wrong operator token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Operator actions are disabled (no ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No queue, or the queue has no DLQ", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "SQS unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn redrive_dlq(
+    State(state): State<AppState>,
+    Query(query): Query<RedriveQuery>,
+) -> Response {
+    let Some(queue) = &state.queue else {
+        return Problem::new(axum::http::StatusCode::CONFLICT, "no-queue", "No queue configured")
+            .detail("Set SQS_QUEUE_URL or SQS_QUEUE_NAME.")
+            .into_response();
+    };
+    match outbox::sqs::redrive(queue, query.dry_run).await {
+        Ok(report) => {
+            tracing::info!(moved = report.moved, waiting = report.waiting, dry_run = report.dry_run,
+                "DLQ redrive by an operator");
+            Json(report).into_response()
+        }
+        Err(e) if e.reason == outbox::sqs::FailureReason::Other => {
+            Problem::new(axum::http::StatusCode::CONFLICT, "no-dlq", "No dead-letter queue")
+                .detail(e.to_string())
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "DLQ redrive failed");
+            Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "sqs-unavailable", "SQS unavailable")
+                .detail(e.to_string())
+                .into_response()
+        }
     }
 }

@@ -36,4 +36,6 @@ pub struct Config {
     pub consumer: ConsumerArgs,
     #[command(flatten)]
     pub queue: QueueArgs,
+    #[command(flatten)]
+    pub admin: service_kit::admin::AdminArgs,
 }

@@ -38,6 +38,7 @@ impl Application {
         let metrics = ConsumerMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
+        let consumer_queue = queue.clone();
         let consumer = queue.map(|queue| {
             let handler = PaymentHandler::new(config.payment_decline_above);
             Arc::new(Consumer::new(
@@ -51,6 +52,9 @@ impl Application {
         let router = api::router(AppState {
             pool: pool.clone(),
             registry: Arc::new(registry),
+            consumer: consumer.as_ref().map(|c| c.status()),
+            queue: consumer_queue,
+            admin: service_kit::admin::AdminToken::new(config.admin.admin_token.as_ref()),
         });
         let listener = TcpListener::bind(config.bind_addr)
             .await

@@ -96,7 +96,7 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
-fn parse_secret(value: &str) -> Result<SecretString, String> {
+pub(crate) fn parse_secret(value: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(value.to_owned()))
 }
 

@@ -7,9 +7,11 @@
 //! - [`shutdown`]: SIGTERM / ctrl-c as one `CancellationToken`.
 //! - [`problem`]: RFC 9457 `application/problem+json` responses and the fallbacks
 //!   for unknown paths and methods.
+//! - [`admin`]: operator actions behind a bearer token (`ADMIN_TOKEN`).
 //! - [`http`]: the middleware stack (request ids, tracing spans, panics) and the
 //!   health and metrics endpoints.
 
+pub mod admin;
 pub mod config;
 pub mod db;
 pub mod http;

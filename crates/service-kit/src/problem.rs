@@ -88,6 +88,24 @@ impl Problem {
         .detail("The request could not be completed; it has been logged. Retrying is safe.")
     }
 
+    /// The response for an unexpected error, logged here with its whole cause
+    /// chain (never a backtrace, never sent to the client): 503 when the
+    /// database is unavailable (a degraded state, WARN; retrying later works),
+    /// else 500 (ERROR).
+    pub fn from_error(e: &anyhow::Error) -> Self {
+        if database_unavailable(e) {
+            tracing::warn!(error = %format!("{e:#}"), "request failed: database unavailable");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "Service unavailable",
+            )
+            .detail("The database is unavailable; nothing was changed. Retry later.");
+        }
+        tracing::error!(error = %format!("{e:#}"), "request failed");
+        Self::internal()
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found").detail(detail)
     }
@@ -125,6 +143,26 @@ impl IntoResponse for Problem {
 }
 
 /// Fallback for paths no route matches.
+/// Whether `e` says the database cannot be reached (as opposed to a bug or a
+/// refused statement).
+pub fn database_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+        Some(
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed,
+        ) => true,
+        // Class 08 (connection exception), 57P01-03 (shutdown, cannot connect
+        // now), 53300 (too many connections), 3D000 (no such database).
+        Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "3D000"
+        }),
+        _ => false,
+    })
+}
+
 pub async fn no_such_path(uri: Uri) -> Problem {
     Problem::not_found(format!("No resource at {}", uri.path())).instance(uri.path())
 }

@@ -76,10 +76,7 @@ impl IntoResponse for ApiError {
             Self::NotFound(detail) => Problem::not_found(detail),
             Self::Conflict(detail) => Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").detail(detail),
             Self::Problem(problem) => problem,
-            Self::Unexpected(e) => {
-                tracing::error!(error = ?e, "request failed");
-                Problem::internal()
-            }
+            Self::Unexpected(e) => Problem::from_error(&e),
         };
         problem.into_response()
     }

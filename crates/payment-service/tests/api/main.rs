@@ -3,4 +3,5 @@
 
 mod consumer;
 mod end_to_end;
+mod faults;
 mod helpers;
