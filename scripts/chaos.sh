@@ -6,8 +6,12 @@
 # logged that the fault does not explain. Prints a table; exits 1 on any loss,
 # duplicate or unexplained ERROR.
 #
-#   scripts/chaos.sh           # short: ~150 bookings per fault, a few minutes (run by scripts/test.sh)
-#   scripts/chaos.sh --full    # long: 2,000 bookings per fault, outages of 20-180 s (~30 min)
+#   scripts/chaos.sh           # short: 150 bookings per fault, ~3 minutes (run by scripts/test.sh)
+#   scripts/chaos.sh --full    # long: 2,000 bookings per fault, outages of 20-180 s (~20 minutes)
+#
+# The short run uses the debug build the tests already made (CI builds nothing
+# twice); the full run builds and uses the release binaries. CHAOS_PROFILE=debug|release
+# chooses.
 #
 # Everything is its own: a throwaway PostgreSQL cluster (so it can be stopped),
 # a local SQS server (so it can be frozen), free ports, queues of its own.
@@ -19,10 +23,10 @@ cd "$ROOT" || exit 1
 MODE="${1:---short}"
 case "$MODE" in
   --short)
-    BOOKINGS="${CHAOS_BOOKINGS:-150}" RATE="${CHAOS_RATE:-25}"
+    PROFILE="${CHAOS_PROFILE:-debug}" BOOKINGS="${CHAOS_BOOKINGS:-150}" RATE="${CHAOS_RATE:-25}"
     SQS_FREEZE=8 DB_STOP=6 CONSUMER_DB_OUT=20 MAX_RECEIVES=3 VISIBILITY=4 DRAIN_TIMEOUT=120 ;;
   --full)
-    BOOKINGS="${CHAOS_BOOKINGS:-2000}" RATE="${CHAOS_RATE:-40}"
+    PROFILE="${CHAOS_PROFILE:-release}" BOOKINGS="${CHAOS_BOOKINGS:-2000}" RATE="${CHAOS_RATE:-40}"
     SQS_FREEZE=60 DB_STOP=20 CONSUMER_DB_OUT=180 MAX_RECEIVES=5 VISIBILITY=30 DRAIN_TIMEOUT=900 ;;
   *) die "usage: scripts/chaos.sh [--short|--full]" ;;
 esac
@@ -35,8 +39,13 @@ PG_PORT="$(free_port)" SQS_PORT="$(free_port)"
 BOOKING_PORT="$(free_port)" PAYMENT_PORT="$(free_port)"
 QUEUE="chaos-$$-$RANDOM.fifo" DLQ="chaos-$$-$RANDOM-dlq.fifo"
 
-log "building the services (release)"
-cargo build --release --locked -p booking-service -p payment-service 2>&1 | tail -n 1
+log "building the services ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+  cargo build --release --locked -p booking-service -p payment-service 2>&1 | tail -n 1
+else
+  cargo build --locked -p booking-service -p payment-service 2>&1 | tail -n 1
+fi
+BIN="target/$PROFILE"
 ensure_postgres
 [ -n "${PG_TMP_DIR:-}" ] || die "expected a throwaway PostgreSQL cluster on port $PG_PORT"
 ensure_sqs
@@ -48,13 +57,13 @@ log "queue $QUEUE, DLQ after $MAX_RECEIVES receives of ${VISIBILITY}s: redrive t
 BOOKING_PID="" PAYMENT_PID=""
 start_booking() {
   BIND_ADDR="127.0.0.1:$BOOKING_PORT" DATABASE_URL="$PG_SERVER_URL/booking" SQS_QUEUE_URL="$QUEUE_URL" \
-    LOG_FORMAT=json RUST_LOG=info target/release/booking-service >>"$DIR/booking.log" 2>&1 &
+    LOG_FORMAT=json RUST_LOG=info "$BIN/booking-service" >>"$DIR/booking.log" 2>&1 &
   BOOKING_PID=$!
 }
 start_payment() {
   BIND_ADDR="127.0.0.1:$PAYMENT_PORT" DATABASE_URL="$PG_SERVER_URL/payment" SQS_QUEUE_URL="$QUEUE_URL" \
     CONSUMER_VISIBILITY_TIMEOUT="${VISIBILITY}s" CONSUMER_WAIT_TIME=2s \
-    LOG_FORMAT=json RUST_LOG=info target/release/payment-service >>"$DIR/payment.log" 2>&1 &
+    LOG_FORMAT=json RUST_LOG=info "$BIN/payment-service" >>"$DIR/payment.log" 2>&1 &
   PAYMENT_PID=$!
 }
 stop_services() {
@@ -76,7 +85,7 @@ start_booking; start_payment
 wait_ready "$BOOKING_PORT"; wait_ready "$PAYMENT_PORT"
 
 q() { psql -X -qAt -v ON_ERROR_STOP=1 "$PG_SERVER_URL/$1" -c "$2"; }
-pg_ctl_() { as_postgres "$PG_BIN/pg_ctl -D $PG_TMP_DIR/data -l $PG_TMP_DIR/server.log -w -m fast $1 >/dev/null"; }
+pg_ctl_() { as_postgres "$PG_BIN/pg_ctl -D $PG_TMP_DIR/data -l $PG_TMP_DIR/server.log -w -m fast -o '$PG_OPTIONS' $1 >/dev/null"; }
 
 # --- the faults ---------------------------------------------------------------
 fault_none() { :; }

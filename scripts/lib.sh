@@ -45,7 +45,8 @@ ensure_postgres() {
     [ "$(id -u)" = 0 ] && chown postgres "$PG_TMP_DIR"
     as_postgres "$bin/initdb -D $PG_TMP_DIR/data -A trust -U postgres -E UTF8 --no-sync >$PG_TMP_DIR/initdb.log 2>&1" \
       || die "initdb failed (see $PG_TMP_DIR/initdb.log)"
-    as_postgres "$bin/pg_ctl -D $PG_TMP_DIR/data -l $PG_TMP_DIR/server.log -w -o '-c listen_addresses=$PG_HOST -p $PG_PORT -k $PG_TMP_DIR -c fsync=off -c max_connections=300' start >/dev/null" \
+    PG_OPTIONS="-c listen_addresses=$PG_HOST -p $PG_PORT -k $PG_TMP_DIR -c fsync=off -c max_connections=300"
+    as_postgres "$bin/pg_ctl -D $PG_TMP_DIR/data -l $PG_TMP_DIR/server.log -w -o '$PG_OPTIONS' start >/dev/null" \
       || die "PostgreSQL did not start (see $PG_TMP_DIR/server.log)"
     on_exit stop_postgres
   fi

@@ -23,6 +23,8 @@ log "cargo test"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$LOCAL_DIR/cargo-test.log"
 bash scripts/story-test.sh
 bash scripts/browser-test.sh
+log "chaos suite (short): every fault, every booking paid exactly once"
+bash scripts/chaos.sh --short
 
 if [ -f infra/check.sh ]; then
   log "infrastructure checks (jest, cdk-nag, synth, cfn-lint)"

@@ -36,10 +36,10 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
     MessageSystemAttributeName,
 };
-use clap::Args;
-use service_kit::config::parse_duration;
 use chrono::{DateTime, Utc};
+use clap::Args;
 use serde::Serialize;
+use service_kit::config::parse_duration;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

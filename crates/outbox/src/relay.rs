@@ -408,7 +408,7 @@ impl<P: Publisher> Relay<P> {
                 self.metrics.parked.inc();
                 tracing::error!(event_id = %failed.event_id, attempts = failed.attempts,
                     "event parked after the maximum attempts; its aggregate waits until an operator retries it");
-            } else {
+            } else if !failed.outage {
                 tracing::warn!(event_id = %failed.event_id, attempts = failed.attempts,
                     "SQS refused an event; its aggregate backs off");
             }
@@ -612,6 +612,7 @@ impl<P: Publisher> Relay<P> {
     /// Extends this relay's leases every quarter lease while the relay runs.
     async fn renew_loop(self: Arc<Self>, stop: CancellationToken) {
         let every = self.args.relay_lease / 4;
+        let mut failing = false;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -619,10 +620,18 @@ impl<P: Publisher> Relay<P> {
             }
             let started = Instant::now();
             match store::renew(&self.pool, self.id, self.args.relay_lease).await {
-                Ok(_) => *self.renewed_at.lock().expect("not poisoned") = Some(started),
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "failed to renew outbox leases; sends stop before they run out")
+                Ok(_) => {
+                    *self.renewed_at.lock().expect("not poisoned") = Some(started);
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("outbox leases renewed again");
+                    }
                 }
+                // Once per outage: the claimers and the recorder say the rest.
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %format!("{e:#}"), "cannot renew outbox leases; sends stop before they run out");
+                }
+                Err(_) => {}
             }
         }
     }
@@ -740,6 +749,7 @@ async fn listen(pool: PgPool, wake: Arc<watch::Sender<u64>>, shutdown: Cancellat
 /// statement holds many locks or bloats WAL in one go.
 async fn retain(pool: PgPool, retention: Duration, shutdown: CancellationToken) {
     let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut failing = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -752,10 +762,13 @@ async fn retain(pool: PgPool, retention: Duration, shutdown: CancellationToken) 
                     if n > 0 {
                         tracing::debug!(deleted = n, "outbox retention");
                     }
+                    failing = false;
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "outbox retention failed; trying again later");
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %format!("{e:#}"), "outbox retention failed; trying again later");
+                    }
                     break;
                 }
             }

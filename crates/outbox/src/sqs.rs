@@ -443,7 +443,12 @@ pub async fn redrive(queue: &Queue, dry_run: bool) -> Result<Redrive, SendError>
     let policy = attributes
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
-        .ok_or_else(|| SendError::new(FailureReason::Other, "the queue has no redrive policy, hence no DLQ"))?;
+        .ok_or_else(|| {
+            SendError::new(
+                FailureReason::Other,
+                "the queue has no redrive policy, hence no DLQ",
+            )
+        })?;
     let dlq_name = serde_json::from_str::<serde_json::Value>(policy)
         .ok()
         .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned))

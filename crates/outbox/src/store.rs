@@ -261,6 +261,8 @@ pub struct FailedEvent {
     pub event_id: Uuid,
     pub attempts: i32,
     pub parked: bool,
+    /// The whole call failed (an outage), not this event.
+    pub outage: bool,
 }
 
 /// Records the outcome of claimed runs in one transaction: accepted events are
@@ -397,7 +399,7 @@ pub async fn record(
                from failed
                where l.aggregate_id = failed.aggregate_id
                returning failed.event_id as "event_id!", failed.attempts as "attempts!",
-                         (failed.parked_at is not null) as "parked!""#,
+                         (failed.parked_at is not null) as "parked!", not failed.may_park as "outage!""#,
             relay_id,
             &lanes,
             &seqs,

@@ -57,10 +57,13 @@ struct BearerAuth;
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        openapi.components.get_or_insert_default().add_security_scheme(
-            "admin_token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
+        openapi
+            .components
+            .get_or_insert_default()
+            .add_security_scheme(
+                "admin_token",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
     }
 }
 
@@ -231,26 +234,40 @@ pub async fn redrive_dlq(
     Query(query): Query<RedriveQuery>,
 ) -> Response {
     let Some(queue) = &state.queue else {
-        return Problem::new(axum::http::StatusCode::CONFLICT, "no-queue", "No queue configured")
-            .detail("Set SQS_QUEUE_URL or SQS_QUEUE_NAME.")
-            .into_response();
+        return Problem::new(
+            axum::http::StatusCode::CONFLICT,
+            "no-queue",
+            "No queue configured",
+        )
+        .detail("Set SQS_QUEUE_URL or SQS_QUEUE_NAME.")
+        .into_response();
     };
     match outbox::sqs::redrive(queue, query.dry_run).await {
         Ok(report) => {
-            tracing::info!(moved = report.moved, waiting = report.waiting, dry_run = report.dry_run,
-                "DLQ redrive by an operator");
+            tracing::info!(
+                moved = report.moved,
+                waiting = report.waiting,
+                dry_run = report.dry_run,
+                "DLQ redrive by an operator"
+            );
             Json(report).into_response()
         }
-        Err(e) if e.reason == outbox::sqs::FailureReason::Other => {
-            Problem::new(axum::http::StatusCode::CONFLICT, "no-dlq", "No dead-letter queue")
-                .detail(e.to_string())
-                .into_response()
-        }
+        Err(e) if e.reason == outbox::sqs::FailureReason::Other => Problem::new(
+            axum::http::StatusCode::CONFLICT,
+            "no-dlq",
+            "No dead-letter queue",
+        )
+        .detail(e.to_string())
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "DLQ redrive failed");
-            Problem::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "sqs-unavailable", "SQS unavailable")
-                .detail(e.to_string())
-                .into_response()
+            Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "sqs-unavailable",
+                "SQS unavailable",
+            )
+            .detail(e.to_string())
+            .into_response()
         }
     }
 }

@@ -53,11 +53,7 @@ impl AdminToken {
             .zip(presented.iter())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0;
-        if same {
-            Ok(())
-        } else {
-            Err(unauthorized())
-        }
+        if same { Ok(()) } else { Err(unauthorized()) }
     }
 }
 
@@ -75,7 +71,11 @@ fn unauthorized() -> Problem {
 }
 
 /// Middleware: lets the request through only with the operator token.
-pub async fn require_admin(State(token): State<AdminToken>, request: Request, next: Next) -> Response {
+pub async fn require_admin(
+    State(token): State<AdminToken>,
+    request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -94,7 +94,12 @@ impl Problem {
     /// else 500 (ERROR).
     pub fn from_error(e: &anyhow::Error) -> Self {
         if database_unavailable(e) {
-            tracing::warn!(error = %format!("{e:#}"), "request failed: database unavailable");
+            // Once per outage (at most every 30 s), not once per request.
+            static OUTAGE: crate::telemetry::Throttle = crate::telemetry::Throttle::new();
+            if let Some(suppressed) = OUTAGE.allow(std::time::Duration::from_secs(30)) {
+                tracing::warn!(error = %format!("{e:#}"), suppressed,
+                    "database unavailable: requests are answered 503 until it is back");
+            }
             return Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database-unavailable",
@@ -146,21 +151,25 @@ impl IntoResponse for Problem {
 /// Whether `e` says the database cannot be reached (as opposed to a bug or a
 /// refused statement).
 pub fn database_unavailable(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
-        Some(
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed,
-        ) => true,
-        // Class 08 (connection exception), 57P01-03 (shutdown, cannot connect
-        // now), 53300 (too many connections), 3D000 (no such database).
-        Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
-            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "3D000"
-        }),
-        _ => false,
-    })
+    e.chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+            Some(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            // Class 08 (connection exception), 57P01-03 (shutdown, cannot connect
+            // now), 53300 (too many connections), 3D000 (no such database).
+            Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code == "53300"
+                    || code == "3D000"
+            }),
+            _ => false,
+        })
 }
 
 pub async fn no_such_path(uri: Uri) -> Problem {

@@ -34,3 +34,38 @@ pub fn init_for_tests() {
         init(LogFormat::Pretty);
     }
 }
+
+/// At most one log line per interval for a condition that repeats (a database
+/// outage seen by every request): the first occurrence is logged at once, the
+/// next ones are counted and reported with the next line that is let through.
+pub struct Throttle {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    pub const fn new() -> Self {
+        Self {
+            last: std::sync::Mutex::new(None),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(occurrences suppressed since the last line)` when a line may be logged now.
+    pub fn allow(&self, every: std::time::Duration) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < every) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(std::time::Instant::now());
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -67,9 +67,11 @@ async fn a_consumer_database_outage_longer_than_the_redrive_threshold_dead_lette
 
     set_database_available(&database, true).await;
     for event in &events {
-        eventually(Duration::from_secs(30), "paid once the database is back", || {
-            payment_of(&app, event.aggregate_id)
-        })
+        eventually(
+            Duration::from_secs(30),
+            "paid once the database is back",
+            || payment_of(&app, event.aggregate_id),
+        )
         .await;
     }
     assert_eq!(app.payments().await, 21, "each paid exactly once");
@@ -88,7 +90,10 @@ async fn an_operator_moves_the_dlq_back_and_each_redriven_event_is_paid_once() {
     // that were dead-lettered while their fix was being deployed.
     let paid = flight_booked(9900);
     send_event(&queue, &paid).await;
-    eventually(Duration::from_secs(10), "paid", || payment_of(&app, paid.aggregate_id)).await;
+    eventually(Duration::from_secs(10), "paid", || {
+        payment_of(&app, paid.aggregate_id)
+    })
+    .await;
     let stranded = [flight_booked(1200), flight_booked(1300)];
     for event in stranded.iter().chain([&paid]) {
         send_event(&dlq, event).await;
@@ -103,9 +108,19 @@ async fn an_operator_moves_the_dlq_back_and_each_redriven_event_is_paid_once() {
 
     let refused = redrive("/api/admin/dlq/redrive", None).await.unwrap();
     assert_eq!(refused.status(), 401);
-    assert!(refused.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
-    assert_eq!(refused.headers()["content-type"], "application/problem+json");
-    let wrong = redrive("/api/admin/dlq/redrive", Some("guess")).await.unwrap();
+    assert!(
+        refused.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    let wrong = redrive("/api/admin/dlq/redrive", Some("guess"))
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
     assert_eq!(dlq_depth(&dlq).await, 3, "nothing moved without the token");
 
@@ -136,7 +151,11 @@ async fn an_operator_moves_the_dlq_back_and_each_redriven_event_is_paid_once() {
         (queue_depth(&queue).await == 0).then_some(())
     })
     .await;
-    assert_eq!(app.payments().await, 3, "the duplicate was not charged again");
+    assert_eq!(
+        app.payments().await,
+        3,
+        "the duplicate was not charged again"
+    );
     assert_eq!(dlq_depth(&dlq).await, 0);
 }
 
@@ -152,5 +171,8 @@ async fn without_an_admin_token_operator_actions_are_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
 }
