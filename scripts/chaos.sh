@@ -183,6 +183,16 @@ print(len(set(ids) & set(out)))' "$PG_SERVER_URL/payment" 2>/dev/null || echo 0)
     sleep 1
   done
   local drain=$(($(date +%s) - healed))
+  # Booked -> paid, over this phase's bookings: p50 and max, seconds.
+  local latency
+  latency=$(sort -u "$IDS" | python3 -c '
+import sys, subprocess, statistics
+ids = {l.strip() for l in sys.stdin if l.strip()}
+rows = subprocess.run(["psql", "-X", "-qAt", "-F", " ", sys.argv[1], "-c",
+    "select flight_id, extract(epoch from processed_at - booked_at) from payment"],
+    capture_output=True, text=True).stdout.split("\n")
+seconds = sorted(float(r.split()[1]) for r in rows if r.strip() and r.split()[0] in ids)
+print(f"{statistics.median(seconds):.1f}/{seconds[-1]:.1f}s" if seconds else "-")' "$PG_SERVER_URL/payment")
   local flights_after duplicates lost dlq_valid dlq_poison errors
   flights_after=$(q booking "select count(*) from flight")
   duplicates=$(( flights_after - flights_before - booked ))
@@ -200,8 +210,8 @@ print(len(set(ids) & set(out)))' "$PG_SERVER_URL/payment" 2>/dev/null || echo 0)
     [ "$errors" != 0 ] && log "  unexplained ERROR lines: $DIR/$slug.errors"
     [ "$dlq_valid" != 0 ] && log "  valid messages in the DLQ: $(grep '^VALID' <<<"$dlq" | head -n 3)"
   fi
-  ROWS+=("$(printf '%-38s %8s %6s %10s %5s %9s %7s %8s  %s' "$name" "$booked" "$paid" "$duplicates" "$lost" "$left" \
-    "$dlq_poison/$POISON" "${drain}s" "$verdict")")
+  ROWS+=("$(printf '%-44s %8s %6s %10s %5s %6s %5s %7s %14s  %s' "$name" "$booked" "$paid" "$duplicates" "$lost" "$left" \
+    "$dlq_poison/$POISON" "${drain}s" "$latency" "$verdict")")
 }
 
 phase "none (baseline)" fault_none baseline
@@ -212,7 +222,8 @@ phase "PostgreSQL stopped ${DB_STOP}s" fault_stop_database stop-db
 phase "payment DB refusing ${CONSUMER_DB_OUT}s (> $((MAX_RECEIVES * VISIBILITY))s threshold)" fault_payment_database payment-db
 phase "poison in busy groups" fault_poison poison
 
-printf '\n%-38s %8s %6s %10s %5s %9s %7s %8s  %s\n' fault bookings paid duplicates lost "outbox left" "DLQ" "drain" ""
+printf '\n%-44s %8s %6s %10s %5s %6s %5s %7s %14s  %s\n' fault bookings paid duplicates lost outbox DLQ drain "booked->paid" ""
+printf '%-44s %8s %6s %10s %5s %6s %5s %7s %14s\n' "" "(201s)" "" "" "" "left" "" "" "p50/max"
 printf '%s\n' "${ROWS[@]}"
 echo
 if [ "$FAILED" = 0 ]; then
