@@ -65,6 +65,10 @@ pub struct ConsumerArgs {
     /// Visibility timeout asked for on receive; extended while a message is handled.
     #[arg(long, env = "CONSUMER_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = parse_visibility)]
     pub consumer_visibility_timeout: Duration,
+    /// Longest one handler may take for one message; then it counts as failed
+    /// (and its visibility is no longer extended).
+    #[arg(long, env = "CONSUMER_HANDLER_TIMEOUT", default_value = "60s", value_parser = parse_visibility)]
+    pub consumer_handler_timeout: Duration,
 }
 
 fn parse_wait(value: &str) -> Result<Duration, String> {
@@ -105,6 +109,9 @@ pub struct Received {
     /// W3C trace context of the request that produced the event.
     pub traceparent: Option<String>,
     receipt_handle: String,
+    /// The message attributes as received (kept when poison is moved to the DLQ).
+    attributes:
+        Option<std::collections::HashMap<String, aws_sdk_sqs::types::MessageAttributeValue>>,
 }
 
 impl Received {
@@ -124,6 +131,7 @@ impl Received {
                 .as_ref()
                 .and_then(|a| a.get("traceparent"))
                 .and_then(|v| v.string_value.clone()),
+            attributes: message.message_attributes,
         })
     }
 }
@@ -195,6 +203,8 @@ pub struct Consumer<H> {
     status: Arc<Mutex<ConsumerStatus>>,
     /// The queue's `maxReceiveCount` (0: no redrive policy, or not read yet).
     max_receives: AtomicU32,
+    /// The queue's DLQ (from its redrive policy): poison is moved there at once.
+    dead_letter_url: Mutex<Option<String>>,
 }
 
 /// What the consumer is doing, for `/health/status`.
@@ -234,6 +244,7 @@ impl<H: Handler> Consumer<H> {
                 ..ConsumerStatus::default()
             })),
             max_receives: AtomicU32::new(0),
+            dead_letter_url: Mutex::new(None),
         }
     }
 
@@ -301,17 +312,19 @@ impl<H: Handler> Consumer<H> {
         let unfinished: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(
             messages.iter().map(|m| m.receipt_handle.clone()).collect(),
         ));
-        let heartbeat = tokio::spawn(extend_visibility(
+        // Stopped when this function ends, whatever the handler does (a panic
+        // included): visibility is never extended for a receive nobody handles.
+        let heartbeat = AbortOnDrop(tokio::spawn(extend_visibility(
             self.queue.clone(),
             url.to_owned(),
             Arc::clone(&unfinished),
             self.args.consumer_visibility_timeout,
-        ));
+        )));
         let outcomes = self.apply(&messages).await;
-        heartbeat.abort();
+        drop(heartbeat);
         self.status.lock().expect("not poisoned").last_receive_at = Some(Utc::now());
         // A transient failure: ours (the database is down) or the message's?
-        let transient = outcomes.iter().any(|o| *o == Outcome::Transient);
+        let transient = outcomes.contains(&Outcome::Transient);
         let outage = transient && !self.database_answers().await;
         if outage {
             self.open_breaker(url).await;
@@ -323,6 +336,8 @@ impl<H: Handler> Consumer<H> {
         };
         let mut done = Vec::new();
         let mut release = Vec::new();
+        let mut dead = Vec::new();
+        let dead_letter_url = self.dead_letter_url.lock().expect("not poisoned").clone();
         for (message, outcome) in messages.iter().zip(outcomes) {
             match outcome {
                 Outcome::Done(Handled::Processed) => {
@@ -335,8 +350,16 @@ impl<H: Handler> Consumer<H> {
                 }
                 Outcome::Poison => {
                     report.failed += 1;
-                    release.push(message);
+                    if dead_letter_url.is_some() {
+                        dead.push(message);
+                    } else {
+                        release.push(message);
+                    }
                 }
+                // Behind a failed message of its group: stays in flight with it and
+                // comes back after it, in order (released with it in an outage).
+                Outcome::Deferred if outage => release.push(message),
+                Outcome::Deferred => {}
                 // Released at once: it was not its fault, and nothing here will
                 // receive it again until the database is back.
                 Outcome::Transient if outage => {
@@ -350,6 +373,16 @@ impl<H: Handler> Consumer<H> {
                 // Behind a poison message of its group: back in the queue, in order.
                 Outcome::Skipped => release.push(message),
             }
+        }
+        if let Some(dlq) = &dead_letter_url {
+            let moved = self.dead_letter(dlq, &dead).await;
+            done.extend(moved.iter().copied());
+            // Not moved (the DLQ refused): the redrive policy will do it.
+            release.extend(
+                dead.iter()
+                    .filter(|m| !moved.iter().any(|x| std::ptr::eq(*x, **m)))
+                    .copied(),
+            );
         }
         self.delete(url, &done).await;
         self.make_visible(url, &release).await;
@@ -430,7 +463,11 @@ impl<H: Handler> Consumer<H> {
                 }
                 Err(poison) => {
                     self.poison(message, &poison);
-                    if let Some(group) = group {
+                    // With a DLQ the poison is moved there now and its group goes
+                    // on; without one, the rest of the group waits behind it.
+                    if let Some(group) = group
+                        && self.dead_letter_url.lock().expect("not poisoned").is_none()
+                    {
                         blocked.insert(group);
                     }
                     outcomes.push(Some(Outcome::Poison));
@@ -465,8 +502,21 @@ impl<H: Handler> Consumer<H> {
             .collect();
         let mut new = inbox::record(&mut tx, &entries).await?;
         let mut applied = Vec::with_capacity(decoded.len());
+        // Groups with a failed message in this receive: their later messages
+        // must not overtake it.
+        let mut failed_groups: HashSet<&str> = HashSet::new();
         for (i, envelope, event) in decoded {
             let message = &messages[*i];
+            if let Some(group) = message.group_id.as_deref()
+                && failed_groups.contains(group)
+            {
+                if new.remove(&envelope.event_id) {
+                    // It must look new when it comes back.
+                    inbox::forget(&mut tx, envelope.event_id).await?;
+                }
+                applied.push((*i, Outcome::Deferred));
+                continue;
+            }
             // `remove`: the same event twice in one receive is applied once.
             if !new.remove(&envelope.event_id) {
                 tracing::info!(message_id = %message.message_id, event_id = %envelope.event_id, "duplicate delivery skipped");
@@ -477,17 +527,15 @@ impl<H: Handler> Consumer<H> {
                 event_id = %envelope.event_id, traceparent = message.traceparent.as_deref().unwrap_or(""),
                 receive_count = message.receive_count);
             if !isolate {
-                let handled = tracing::Instrument::instrument(
-                    self.handler.apply(&mut tx, envelope, event),
-                    span,
-                )
-                .await?;
+                let handled =
+                    tracing::Instrument::instrument(self.apply_one(&mut tx, envelope, event), span)
+                        .await?;
                 applied.push((*i, Outcome::Done(handled)));
                 continue;
             }
             let mut savepoint = tx.begin().await.context("Failed to open a savepoint")?;
             match tracing::Instrument::instrument(
-                self.handler.apply(&mut savepoint, envelope, event),
+                self.apply_one(&mut savepoint, envelope, event),
                 span,
             )
             .await
@@ -506,6 +554,9 @@ impl<H: Handler> Consumer<H> {
                         .context("Failed to roll back to a savepoint")?;
                     // It must look new when it comes back.
                     inbox::forget(&mut tx, envelope.event_id).await?;
+                    if let Some(group) = message.group_id.as_deref() {
+                        failed_groups.insert(group);
+                    }
                     self.metrics.failure("transient");
                     tracing::warn!(message_id = %message.message_id, event_id = %envelope.event_id,
                         error = %format!("{e:#}"), "message not processed; it comes back after the visibility timeout");
@@ -517,6 +568,62 @@ impl<H: Handler> Consumer<H> {
             .await
             .context("Failed to commit the received messages")?;
         Ok(applied)
+    }
+
+    /// The handler's `apply`, bounded by `CONSUMER_HANDLER_TIMEOUT`, a panic
+    /// turned into an error of this message (the receive loop lives on).
+    async fn apply_one(
+        &self,
+        tx: &mut PgConnection,
+        envelope: &EventEnvelope,
+        event: &H::Event,
+    ) -> anyhow::Result<Handled> {
+        use futures::FutureExt;
+        let timeout = self.args.consumer_handler_timeout;
+        let guarded = std::panic::AssertUnwindSafe(self.handler.apply(tx, envelope, event));
+        match tokio::time::timeout(timeout, guarded.catch_unwind()).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => {
+                self.metrics.failure("panic");
+                tracing::error!(event_id = %envelope.event_id, "the handler panicked; the message is treated as failed");
+                anyhow::bail!("the handler panicked")
+            }
+            Err(_) => {
+                anyhow::bail!("the handler took longer than CONSUMER_HANDLER_TIMEOUT ({timeout:?})")
+            }
+        }
+    }
+
+    /// Moves poison to the DLQ at once (body, attributes and group kept), so the
+    /// valid messages behind it in its group are not dead-lettered with it.
+    /// Returns the messages the DLQ took.
+    async fn dead_letter<'m>(&self, dlq: &str, messages: &[&'m Received]) -> Vec<&'m Received> {
+        let mut moved = Vec::new();
+        for message in messages {
+            let mut send = self
+                .queue
+                .client()
+                .send_message()
+                .queue_url(dlq)
+                .message_body(&message.body)
+                .set_message_attributes(message.attributes.clone());
+            if self.queue.is_fifo() {
+                send = send
+                    .message_group_id(message.group_id.clone().unwrap_or_else(|| "poison".into()))
+                    .message_deduplication_id(&message.message_id);
+            }
+            match send.send().await {
+                Ok(_) => {
+                    tracing::error!(message_id = %message.message_id, "poison message moved to the DLQ");
+                    moved.push(*message);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %SendError::from_sdk(e), message_id = %message.message_id,
+                        "could not move a poison message to the DLQ; the redrive policy will")
+                }
+            }
+        }
+        moved
     }
 
     /// `select 1`, with a short timeout: is the database there at all?
@@ -636,6 +743,17 @@ impl<H: Handler> Consumer<H> {
                 "the queue has no redrive policy: a poison message would be received again and again; give it a DLQ"
             ),
             Some(Some(policy)) => {
+                if let Some(name) = crate::sqs::dead_letter_queue_name(&policy)
+                    && let Ok(output) = self
+                        .queue
+                        .client()
+                        .get_queue_url()
+                        .queue_name(name)
+                        .send()
+                        .await
+                {
+                    *self.dead_letter_url.lock().expect("not poisoned") = output.queue_url;
+                }
                 let max = crate::sqs::max_receive_count(&policy).unwrap_or_default();
                 self.max_receives.store(max, Ordering::Relaxed);
                 self.status.lock().expect("not poisoned").max_receive_count =
@@ -725,7 +843,17 @@ impl<H: Handler> Consumer<H> {
                 () = shutdown.cancelled() => return,
                 closed = breaker.wait_for(|open| !*open) => if closed.is_err() { return },
             }
-            match self.run_once().await {
+            use futures::FutureExt;
+            let round = std::panic::AssertUnwindSafe(self.run_once())
+                .catch_unwind()
+                .await;
+            let Ok(round) = round else {
+                // A bug, not an outage: say so loudly, and keep receiving.
+                self.metrics.failure("panic");
+                tracing::error!("a receive round panicked; the receive loop goes on");
+                continue;
+            };
+            match round {
                 Ok(_) => {
                     if failures > 0 {
                         tracing::info!("queue reachable again");
@@ -764,8 +892,21 @@ pub enum Outcome {
     Poison,
     /// Rolled back with its receive: comes back after the visibility timeout.
     Transient,
-    /// Behind a poison message of its FIFO group: back to the queue, untouched.
+    /// Behind a poison message of its FIFO group (no DLQ known): back to the
+    /// queue, untouched.
     Skipped,
+    /// Behind a failed message of its FIFO group in the same receive: left in
+    /// flight with it, so it comes back after it, in order.
+    Deferred,
+}
+
+/// Aborts a spawned task when dropped (unwinding included).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// While handlers work, pushes the visibility timeout of unfinished messages

@@ -406,6 +406,17 @@ pub fn max_receive_count(policy: &str) -> Option<u32> {
     }
 }
 
+/// The DLQ's name, from a queue's `RedrivePolicy` attribute (the last part of
+/// `deadLetterTargetArn`).
+pub fn dead_letter_queue_name(policy: &str) -> Option<String> {
+    let policy: serde_json::Value = serde_json::from_str(policy).ok()?;
+    policy["deadLetterTargetArn"]
+        .as_str()?
+        .rsplit(':')
+        .next()
+        .map(str::to_owned)
+}
+
 /// What a DLQ redrive found or did.
 #[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -449,10 +460,7 @@ pub async fn redrive(queue: &Queue, dry_run: bool) -> Result<Redrive, SendError>
                 "the queue has no redrive policy, hence no DLQ",
             )
         })?;
-    let dlq_name = serde_json::from_str::<serde_json::Value>(policy)
-        .ok()
-        .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_owned))
-        .and_then(|arn| arn.rsplit(':').next().map(str::to_owned))
+    let dlq_name = dead_letter_queue_name(policy)
         .ok_or_else(|| SendError::new(FailureReason::Other, "the redrive policy names no DLQ"))?;
     let dlq_url = client
         .get_queue_url()
