@@ -650,18 +650,13 @@ impl<H: Handler> Consumer<H> {
 
     /// Messages waiting in the queue, best effort (for the log).
     async fn waiting(&self, url: &str) -> Option<i64> {
-        let attributes = self
-            .queue
-            .client()
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
+        self.queue
+            .attribute(
+                url,
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+            )
             .await
-            .ok()?;
-        attributes
-            .attributes()?
-            .get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)?
+            .ok()??
             .parse()
             .ok()
     }
@@ -719,21 +714,10 @@ impl<H: Handler> Consumer<H> {
     async fn read_redrive_policy(&self) {
         let policy = async {
             let url = self.queue.url().await.ok()?;
-            let attributes = self
-                .queue
-                .client()
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-                .send()
+            self.queue
+                .attribute(&url, aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
                 .await
-                .ok()?;
-            Some(
-                attributes
-                    .attributes()
-                    .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy))
-                    .cloned(),
-            )
+                .ok()
         }
         .await;
         match policy {

@@ -120,6 +120,24 @@ impl Queue {
         Ok(resolved)
     }
 
+    /// One attribute of the queue at `url` (this queue, or another on the same
+    /// client, such as its DLQ); `None` when the queue does not have it.
+    pub async fn attribute(
+        &self,
+        url: &str,
+        name: aws_sdk_sqs::types::QueueAttributeName,
+    ) -> Result<Option<String>, SendError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(name.clone())
+            .send()
+            .await
+            .map_err(SendError::from_sdk)?;
+        Ok(output.attributes().and_then(|a| a.get(&name)).cloned())
+    }
+
     /// Forgets a resolved URL (only for queues known by name).
     pub async fn invalidate(&self) {
         if self.name.is_some() {
@@ -444,23 +462,16 @@ pub async fn redrive(queue: &Queue, dry_run: bool) -> Result<Redrive, SendError>
     };
     let client = queue.client();
     let url = queue.url().await?;
-    let attributes = client
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::RedrivePolicy)
-        .send()
-        .await
-        .map_err(SendError::from_sdk)?;
-    let policy = attributes
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+    let policy = queue
+        .attribute(&url, QueueAttributeName::RedrivePolicy)
+        .await?
         .ok_or_else(|| {
             SendError::new(
                 FailureReason::Other,
                 "the queue has no redrive policy, hence no DLQ",
             )
         })?;
-    let dlq_name = dead_letter_queue_name(policy)
+    let dlq_name = dead_letter_queue_name(&policy)
         .ok_or_else(|| SendError::new(FailureReason::Other, "the redrive policy names no DLQ"))?;
     let dlq_url = client
         .get_queue_url()
@@ -470,16 +481,9 @@ pub async fn redrive(queue: &Queue, dry_run: bool) -> Result<Redrive, SendError>
         .map_err(SendError::from_sdk)?
         .queue_url
         .unwrap_or_default();
-    let count = client
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await
-        .map_err(SendError::from_sdk)?;
-    let waiting = count
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+    let waiting = queue
+        .attribute(&dlq_url, QueueAttributeName::ApproximateNumberOfMessages)
+        .await?
         .and_then(|n| n.parse().ok())
         .unwrap_or_default();
     let mut report = Redrive {

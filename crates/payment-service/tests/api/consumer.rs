@@ -238,22 +238,8 @@ async fn while_the_database_is_down_messages_wait_and_are_paid_when_it_is_back()
     let (queue, _dlq) = queue_with_dlq(50, 1).await;
     let database = new_database_url();
     let app = spawn_app(&database, &queue, &["--consumer-visibility-timeout=1s"]).await;
-    let name = database.rsplit('/').next().unwrap().to_owned();
-    let admin = sqlx::PgPool::connect(&format!("{}/postgres", database_server()))
-        .await
-        .unwrap();
     // "Down": no new connections, existing ones killed.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "alter database {name} with allow_connections false"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
-    sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
-        .bind(&name)
-        .execute(&admin)
-        .await
-        .unwrap();
+    set_database_available(&database, false).await;
 
     let event = flight_booked(9900);
     send_event(&queue, &event).await;
@@ -266,12 +252,7 @@ async fn while_the_database_is_down_messages_wait_and_are_paid_when_it_is_back()
     assert!(!metrics.contains("consumer_processed_total 1"));
     assert_eq!(queue_depth(&queue).await, 1, "the message was not deleted");
 
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "alter database {name} with allow_connections true"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    set_database_available(&database, true).await;
     eventually(
         Duration::from_secs(20),
         "paid once the database is back",

@@ -7,28 +7,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-/// `alter database … allow_connections` and kill its sessions: one database of
-/// a shared cluster failing over, as the consumer sees it.
-async fn set_database_available(database_url: &str, available: bool) {
-    let name = database_url.rsplit('/').next().unwrap().to_owned();
-    let admin = sqlx::PgPool::connect(&format!("{}/postgres", database_server()))
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "alter database {name} with allow_connections {available}"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
-    if !available {
-        sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
-            .bind(&name)
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-}
-
 async fn dlq_depth(dlq: &str) -> i64 {
     queue_depth(dlq).await
 }

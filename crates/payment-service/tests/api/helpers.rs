@@ -238,3 +238,25 @@ pub async fn consumer<H: outbox::consumer::Handler>(
     };
     outbox::consumer::Consumer::new(pool.clone(), queue, handler, args, Default::default())
 }
+
+/// `alter database … allow_connections` and kill its sessions: one database of
+/// a shared cluster failing over, as the consumer sees it.
+pub async fn set_database_available(database_url: &str, available: bool) {
+    let name = database_url.rsplit('/').next().unwrap().to_owned();
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", database_server()))
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database {name} with allow_connections {available}"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    if !available {
+        sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
+            .bind(&name)
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+}
