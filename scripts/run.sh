@@ -75,14 +75,15 @@ fi
 ! services_running || die "port $BOOKING_PORT or $PAYMENT_PORT is taken (another run.sh?); set BOOKING_PORT / PAYMENT_PORT"
 
 require_rust
-log "building the services"
-cargo build --locked --bins
-BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
-
+# PostgreSQL first: a refused password stops us now, not after a long first build.
 ensure_postgres
 ensure_sqs
 create_queues "$QUEUE_NAME" "$DLQ_NAME" 5 >/dev/null
 log "queue $QUEUE_NAME with DLQ $DLQ_NAME (redrive after 5 receives)"
+
+log "building the services"
+cargo build --locked --bins
+BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"
 export SQS_QUEUE_NAME="$QUEUE_NAME"
