@@ -55,8 +55,10 @@ if [ -t 1 ]; then B=$'\033[1m'; G=$'\033[1;32m'; Y=$'\033[1;33m'; R=$'\033[1;31m
 else B=; G=; Y=; R=; N=; fi
 STEP=0
 # pause WHAT...: with --pace, prints what to look at and waits for Enter.
+JUST_PAUSED=0
 pause() {
   [ "$PACE" = 1 ] || return 0
+  JUST_PAUSED=1
   local line
   for line in "$@"; do printf '    %s>%s %s\n' "$Y" "$N" "$line"; done
   printf '    %s[Enter] to go on%s ' "$B" "$N"
@@ -65,7 +67,8 @@ pause() {
 }
 step() {
   STEP=$((STEP + 1))
-  [ "$STEP" = 1 ] || pause "next: $*"
+  [ "$STEP" = 1 ] || [ "$JUST_PAUSED" = 1 ] || pause "next: $*"
+  JUST_PAUSED=0
   printf '\n%s--- Step %d: %s%s\n' "$B" "$STEP" "$*" "$N"
 }
 say() { printf '    %s\n' "$*"; }
@@ -242,7 +245,8 @@ ok "GET /api/payments/$FLIGHT3: 404, not paid yet"
 pause "the queue stays blocked until you press Enter; look now:" \
   "$SWAGGER  ->  GET /api/outbox  ->  Try it out  ->  Execute" \
   "  event $EVENT3 (flight $FLIGHT3): state, attempts, lastError; Execute again to see attempts grow" \
-  "$PAYMENT_URL/swagger-ui/index.html  ->  GET /api/payments/{flightId} with $FLIGHT3: 404"
+  "$PAYMENT_URL/swagger-ui/index.html  ->  GET /api/payments/{flightId} with $FLIGHT3: 404" \
+  "next: UNBLOCK the queue; the event drains and the flight is paid"
 
 step "UNBLOCK the queue (locally: re-create it and its DLQ, as scripts/queue.sh unblock does; in AWS: infra/scripts/unblock-queue.sh)"
 queue_url="$(queue_unblock "$QUEUE_NAME" "$DLQ_NAME")" || fail "could not re-create the queue $QUEUE_NAME"

@@ -115,7 +115,9 @@ exited_at_start() {
   {
     printf '\033[1;31merror:\033[0m %s exited during start-up (exit code %s). Its last lines (%s):\n' \
       "$name" "$rc" "$LOCAL_DIR/$name-${ports[$1]}.log"
-    tail -n 12 "$LOCAL_DIR/$name-${ports[$1]}.log" | sed 's/^/    /'
+    # The error, not a backtrace (RUST_BACKTRACE=1 appends one) nor colour codes.
+    sed -e 's/\x1b\[[0-9;]*m//g' -e '/^Stack backtrace:/,$d' "$LOCAL_DIR/$name-${ports[$1]}.log" \
+      | grep -v '^[[:space:]]*$' | tail -n 10 | sed 's/^/    /'
   } >&2
   exit 1
 }
