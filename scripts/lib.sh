@@ -316,8 +316,10 @@ load_settings() {
   local env_file="${ENV_FILE:-$ROOT/.env}" key value line
   if [ -f "$env_file" ]; then
     while IFS= read -r line || [ -n "$line" ]; do
-      [[ "$line" =~ ^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
-      key="${BASH_REMATCH[1]}" value="${BASH_REMATCH[2]}"
+      [[ "$line" =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
+      key="${BASH_REMATCH[2]}" value="${BASH_REMATCH[3]}"
+      value="${value%%[[:space:]]#*}"                       # a comment after the value
+      value="${value%"${value##*[![:space:]]}"}"           # trailing blanks
       value="${value%\"}"; value="${value#\"}"
       [[ "$_ENV_GIVEN" == *" $key "* ]] || export "$key=$value"
     done <"$env_file"
