@@ -252,8 +252,9 @@ print(value)' "$1" 2>/dev/null
 
 start_sqs() {
   local dir="$ROOT/scripts/sqs-server"
+  # Not installed for you: Debian 12's and Ubuntu 24.04's nodejs packages are older than 20.
   command -v node >/dev/null 2>&1 \
-    || install_package nodejs "the local SQS server (fauxqs) needs Node.js 20 or newer (or set AWS_ENDPOINT_URL_SQS to a running SQS-compatible server)"
+    || die "the local SQS server (fauxqs) needs Node.js 20 or newer: install it (Debian 13: sudo apt-get install nodejs npm; elsewhere https://nodejs.org), or set AWS_ENDPOINT_URL_SQS to a running SQS-compatible server"
   local major; major="$(node -p 'process.versions.node.split(".")[0]')"
   [ "$major" -ge 20 ] || die "the local SQS server (fauxqs) needs Node.js 20 or newer (found $(node --version))"
   require npm npm "installing the local SQS server"
