@@ -372,7 +372,7 @@ system_start() {
   log "starting scripts/run.sh: booking :$BOOKING_PORT, payment :$PAYMENT_PORT, PostgreSQL :$PG_PORT, queue $QUEUE_NAME (log $SYSTEM_LOG)"
   # setsid: run.sh leads a process group of its own, so whatever it leaves behind can be found.
   # ENV_FILE=/dev/null: a developer's .env does not change a test's system.
-  env ENV_FILE=/dev/null BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" PG_PORT="$PG_PORT" QUEUE_NAME="$QUEUE_NAME" "$@" \
+  env ENV_FILE=/dev/null BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" PG_HOST=127.0.0.1 PG_PORT="$PG_PORT" QUEUE_NAME="$QUEUE_NAME" "$@" \
     setsid bash "$ROOT/scripts/run.sh" >"$SYSTEM_LOG" 2>&1 </dev/null &
   SYSTEM_PID=$!
   on_exit system_stop
