@@ -135,7 +135,10 @@ ensure_postgres() {
       127.0.0.1|localhost|::1) ;;
       *) die "no PostgreSQL answers on $PG_HOST:$PG_PORT (set PGHOST/PGPORT, or unset them to use 127.0.0.1:5432)" ;;
     esac
-    [ -x "$bin/initdb" ] || install_package postgresql "no PostgreSQL answers on $PG_HOST:$PG_PORT and its server binaries (initdb) are not installed"
+    if [ ! -x "$bin/initdb" ]; then
+      install_package postgresql "no PostgreSQL answers on $PG_HOST:$PG_PORT and its server binaries (initdb) are not installed"
+      bin="$(pg_bin)"
+    fi
     PG_TMP_DIR="$(mktemp -d /tmp/outbox-pg.XXXXXX)"; PG_BIN="$bin"
     log "no PostgreSQL on $PG_HOST:$PG_PORT: starting a throwaway cluster in $PG_TMP_DIR"
     [ "$(id -u)" = 0 ] && chown postgres "$PG_TMP_DIR"
