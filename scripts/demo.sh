@@ -187,7 +187,7 @@ for url in "$BOOKING_URL" "$PAYMENT_URL"; do
   ok "$url/health/ready: 200"
 done
 queue_url="$(queue_url "$QUEUE_NAME")" \
-  || fail "the queue $QUEUE_NAME does not exist at $SQS_ENDPOINT (left blocked by an interrupted demo? scripts/run.sh creates it)"
+  || fail "the queue $QUEUE_NAME does not exist at $SQS_ENDPOINT (blocked? scripts/queue.sh unblock re-creates it; scripts/run.sh creates it at start)"
 ok "queue $QUEUE_NAME exists: $queue_url"
 
 step "book Paris -> London; payment-service pays it"
