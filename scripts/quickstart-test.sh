@@ -105,7 +105,9 @@ url="postgres://postgres:$(url_encode "$PASSWORD")@127.0.0.1:$PORT"
 DATABASE_URL="$url" BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" QUEUE_NAME="$QUEUE_NAME" \
   RELAY_BACKOFF_BASE=2s RELAY_BACKOFF_MAX=1s RUST_BACKTRACE=1 setsid bash scripts/run.sh >"$DIR/fail.log" 2>&1 </dev/null &
 pid=$!
-until grep -q "starting booking-service" "$DIR/fail.log" 2>/dev/null || ! kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+deadline=$(($(date +%s) + ${QUICKSTART_START_TIMEOUT:-600}))
+until grep -q "starting booking-service" "$DIR/fail.log" 2>/dev/null || ! kill -0 "$pid" 2>/dev/null \
+  || [ "$(date +%s)" -ge "$deadline" ]; do sleep 0.1; done
 t0="${EPOCHREALTIME/./}"
 # Reported when the message is out (stopping payment-service afterwards may take its long poll).
 for _ in $(seq 1 300); do grep -q "exited during start-up" "$DIR/fail.log" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
