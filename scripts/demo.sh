@@ -16,27 +16,36 @@
 # same story uses a Deny policy instead, which keeps the queue and its messages:
 # infra/scripts/block-queue.sh and infra/scripts/unblock-queue.sh.
 #
-# Settings (environment): BOOKING_URL (http://127.0.0.1:8080), PAYMENT_URL
-# (http://127.0.0.1:8081), QUEUE_NAME (bookings.fifo), DLQ_NAME (QUEUE-dlq.fifo),
-# AWS_ENDPOINT_URL_SQS (else http://127.0.0.1:$SQS_PORT, SQS_PORT 9324),
-# DEMO_TIMEOUT (seconds each wait may take, 60), DEMO_DRAIN_TIMEOUT (seconds for
-# the drain after unblocking, 120; the relay probes the queue every
-# RELAY_PROBE_INTERVAL, 500ms, so it starts within a second), DEMO_STRICT_OUTBOX=1 (require the whole
-# outbox to be empty at the end, not only our events; set by story-test.sh,
-# whose system has a database of its own).
+# Settings: the same as scripts/run.sh's, from the same place (lib.sh's
+# load_settings: the environment, then .env): BOOKING_PORT (8080), PAYMENT_PORT
+# (8081), QUEUE_NAME (bookings.fifo), DLQ_NAME (QUEUE-dlq.fifo), SQS_PORT (9324) or
+# AWS_ENDPOINT_URL_SQS; BOOKING_URL / PAYMENT_URL (default http://127.0.0.1:PORT)
+# for services elsewhere. Its own: DEMO_TIMEOUT (seconds each wait may take, 60),
+# DEMO_DRAIN_TIMEOUT (seconds for the drain after unblocking, 120; the relay
+# probes the queue every RELAY_PROBE_INTERVAL, 500ms, so it starts within a
+# second), DEMO_STRICT_OUTBOX=1 (require the whole outbox to be empty at the end,
+# not only our events; set by story-test.sh, whose system has a database of its own).
+#
+#   scripts/demo.sh           # the whole story, about 6 s
+#   scripts/demo.sh --pace    # waits for Enter before each step and while the queue
+#                             # is blocked, naming what to look at in Swagger UI
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-BOOKING_URL="${BOOKING_URL:-http://127.0.0.1:8080}"
-BOOKING_URL="${BOOKING_URL%/}"
-PAYMENT_URL="${PAYMENT_URL:-http://127.0.0.1:8081}"
-PAYMENT_URL="${PAYMENT_URL%/}"
-QUEUE_NAME="${QUEUE_NAME:-bookings.fifo}"
-DLQ_NAME="${DLQ_NAME:-${QUEUE_NAME%.fifo}-dlq.fifo}"
+PACE=0
+case "${1:-}" in
+  "") ;;
+  --pace) PACE=1 ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) die "unknown argument $1 (usage: scripts/demo.sh [--pace])" ;;
+esac
+load_settings
 SQS_ENDPOINT="${AWS_ENDPOINT_URL_SQS:-http://127.0.0.1:$SQS_PORT}"
+export AWS_ENDPOINT_URL_SQS="$SQS_ENDPOINT"
 DEMO_TIMEOUT="${DEMO_TIMEOUT:-60}"
 DEMO_DRAIN_TIMEOUT="${DEMO_DRAIN_TIMEOUT:-120}"
 DEMO_STRICT_OUTBOX="${DEMO_STRICT_OUTBOX:-0}"
+SWAGGER="$BOOKING_URL/swagger-ui/index.html"
 
 BODY_FILE="$(mktemp /tmp/outbox-demo.XXXXXX)"
 on_exit "rm -f '$BODY_FILE'"
@@ -45,7 +54,23 @@ on_exit "rm -f '$BODY_FILE'"
 if [ -t 1 ]; then B=$'\033[1m'; G=$'\033[1;32m'; Y=$'\033[1;33m'; R=$'\033[1;31m'; N=$'\033[0m'
 else B=; G=; Y=; R=; N=; fi
 STEP=0
-step() { STEP=$((STEP + 1)); printf '\n%s--- Step %d: %s%s\n' "$B" "$STEP" "$*" "$N"; }
+# pause WHAT...: with --pace, prints what to look at and waits for Enter.
+JUST_PAUSED=0
+pause() {
+  [ "$PACE" = 1 ] || return 0
+  JUST_PAUSED=1
+  local line
+  for line in "$@"; do printf '    %s>%s %s\n' "$Y" "$N" "$line"; done
+  printf '    %s[Enter] to go on%s ' "$B" "$N"
+  read -r _ || true
+  printf '\n'
+}
+step() {
+  STEP=$((STEP + 1))
+  [ "$STEP" = 1 ] || [ "$JUST_PAUSED" = 1 ] || pause "next: $*"
+  JUST_PAUSED=0
+  printf '\n%s--- Step %d: %s%s\n' "$B" "$STEP" "$*" "$N"
+}
 say() { printf '    %s\n' "$*"; }
 ok() { printf '    %s✔%s %s\n' "$G" "$N" "$*"; }
 note() { printf '    %s…%s %s\n' "$Y" "$N" "$*"; }
@@ -90,7 +115,7 @@ book() {
   [ "$STATUS" = 201 ] || fail "booking $1: expected 201 Created, got $STATUS: $BODY"
   FLIGHT_ID="$(py 'd["id"]')"
   [ -n "$FLIGHT_ID" ] || fail "booking $1: the 201 response has no id: $BODY"
-  ok "201 Created: flight $FLIGHT_ID ($(py '"%s -> %s, fare %s %s" % (d["departureAirport"], d["arrivalAirport"], d["fare"]["amount"], d["fare"]["currency"])'))"
+  ok "201 Created: flight $FLIGHT_ID ($(py '"%s -> %s, fare %.2f %s" % (d["departureAirport"], d["arrivalAirport"], d["fare"]["amount"] / 100, d["fare"]["currency"])'))"
   say "booking and FlightBooked event were committed in one transaction"
 }
 
@@ -110,7 +135,7 @@ wait_payment() {
   done
   [ "$(py 'd["flightId"]')" = "$id" ] || fail "the payment is for another flight: $BODY"
   local waited=$(( (${EPOCHREALTIME/./} - t0) / 100000 ))
-  ok "paid: $(py '"%s %s %s, event %s, processed at %s" % (d["amount"], d["currency"], d["outcome"], d["eventId"], d["processedAt"])') (after $((waited / 10)).$((waited % 10)) s)"
+  ok "paid: $(py '"%.2f %s %s, event %s, processed at %s" % (d["amount"] / 100, d["currency"], d["outcome"], d["eventId"], d["processedAt"])') (after $((waited / 10)).$((waited % 10)) s)"
 }
 
 # outbox_entry AGGREGATE_ID: reads every page of GET /api/outbox; sets ENTRY (the
@@ -161,8 +186,8 @@ for url in "$BOOKING_URL" "$PAYMENT_URL"; do
   [ "$STATUS" = 200 ] || fail "$url/health/ready answered $STATUS (is scripts/run.sh running?)"
   ok "$url/health/ready: 200"
 done
-queue_url="$(sqs_call GetQueueUrl "{\"QueueName\":\"$QUEUE_NAME\"}" | json_field QueueUrl)" \
-  || fail "the queue $QUEUE_NAME does not exist at $SQS_ENDPOINT (left blocked by an interrupted demo? scripts/run.sh creates it)"
+queue_url="$(queue_url "$QUEUE_NAME")" \
+  || fail "the queue $QUEUE_NAME does not exist at $SQS_ENDPOINT (blocked? scripts/queue.sh unblock re-creates it; scripts/run.sh creates it at start)"
 ok "queue $QUEUE_NAME exists: $queue_url"
 
 step "book Paris -> London; payment-service pays it"
@@ -178,17 +203,14 @@ FLIGHT2="$FLIGHT_ID"
 # so the story waits for this payment before blocking. AWS's Deny policy keeps them.
 wait_payment "$FLIGHT2" "$DEMO_TIMEOUT"
 
-step "BLOCK the queue (locally: delete it; in AWS: infra/scripts/block-queue.sh)"
-answer="$(sqs_call DeleteQueue "{\"QueueUrl\":\"$queue_url\"}")" || fail "DeleteQueue failed: $answer"
-if answer="$(sqs_call GetQueueUrl "{\"QueueName\":\"$QUEUE_NAME\"}")" && [ -n "$(printf '%s' "$answer" | json_field QueueUrl)" ]; then
-  fail "the queue $QUEUE_NAME still exists after DeleteQueue: $answer"
-fi
+step "BLOCK the queue (locally: delete it, as scripts/queue.sh block does; in AWS: infra/scripts/block-queue.sh)"
+queue_block "$QUEUE_NAME" || fail "could not delete the queue $QUEUE_NAME (or it still exists after DeleteQueue)"
 ok "DeleteQueue $queue_url: the queue is gone; sends now fail with QueueDoesNotExist"
 # Leave no deleted queue behind when the story stops before it unblocks.
 UNBLOCKED=0
 unblock_on_exit() {
   [ "$UNBLOCKED" = 1 ] && return
-  (create_queues "$QUEUE_NAME" "$DLQ_NAME" 5 >/dev/null) && echo "demo: re-created the queue $QUEUE_NAME on the way out" >&2
+  (queue_unblock "$QUEUE_NAME" "$DLQ_NAME" >/dev/null) && echo "demo: re-created the queue $QUEUE_NAME on the way out" >&2
 }
 on_exit unblock_on_exit
 
@@ -220,9 +242,14 @@ ok "$attempts failed attempts recorded, with the last error; the outbox holds $O
 http GET "$PAYMENT_URL/api/payments/$FLIGHT3"
 [ "$STATUS" = 404 ] || fail "GET /api/payments/$FLIGHT3 answered $STATUS while the queue is blocked (expected 404)"
 ok "GET /api/payments/$FLIGHT3: 404, not paid yet"
+pause "the queue stays blocked until you press Enter; look now:" \
+  "$SWAGGER  ->  GET /api/outbox  ->  Try it out  ->  Execute" \
+  "  event $EVENT3 (flight $FLIGHT3): state, attempts, lastError; Execute again to see attempts grow" \
+  "$PAYMENT_URL/swagger-ui/index.html  ->  GET /api/payments/{flightId} with $FLIGHT3: 404" \
+  "next: UNBLOCK the queue; the event drains and the flight is paid"
 
-step "UNBLOCK the queue (locally: re-create it and its DLQ; in AWS: infra/scripts/unblock-queue.sh)"
-queue_url="$(create_queues "$QUEUE_NAME" "$DLQ_NAME" 5)" || fail "could not re-create the queue $QUEUE_NAME"
+step "UNBLOCK the queue (locally: re-create it and its DLQ, as scripts/queue.sh unblock does; in AWS: infra/scripts/unblock-queue.sh)"
+queue_url="$(queue_unblock "$QUEUE_NAME" "$DLQ_NAME")" || fail "could not re-create the queue $QUEUE_NAME"
 UNBLOCKED=1
 ok "queue $QUEUE_NAME is back: $queue_url"
 

@@ -1,12 +1,28 @@
-# Shared by run.sh, test.sh and bench.sh: find or start PostgreSQL and the local
+# Shared by run.sh, demo.sh, queue.sh, test.sh, bench.sh and the test scripts:
+# the platform check, the local settings, find or start PostgreSQL and the local
 # SQS server, and stop on exit only what we started. Source it; do not run it.
+
+# Requirements that every script shares, checked before anything else (this part
+# must stay readable by an old bash: macOS ships 3.2).
+if [ "$(uname -s 2>/dev/null)" != Linux ]; then
+  echo "error: these scripts need Linux (found $(uname -s 2>/dev/null)); on macOS or Windows, use a Linux VM or container (see the README's Requirements)" >&2
+  exit 1
+fi
+if [ -z "${BASH_VERSINFO:-}" ] || [ "${BASH_VERSINFO[0]}" -lt 5 ]; then
+  echo "error: these scripts need bash 5 or newer (this is bash ${BASH_VERSION:-?})" >&2
+  exit 1
+fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LOCAL_DIR="${LOCAL_DIR:-$ROOT/.local}"
 mkdir -p "$LOCAL_DIR"
 
-PG_HOST="${PG_HOST:-127.0.0.1}"
-PG_PORT="${PG_PORT:-5432}"
+# The PostgreSQL server: PG_HOST / PG_PORT when a script sets them, else the
+# standard libpq variables PGHOST / PGPORT, else 127.0.0.1:5432. PGUSER (default
+# postgres) and PGPASSWORD are used when it is already running (see ensure_postgres).
+_ENV_GIVEN=" $(compgen -e | tr '\n' ' ') "  # what the caller's environment set (load_settings)
+PG_HOST="${PG_HOST:-${PGHOST:-127.0.0.1}}"
+PG_PORT="${PG_PORT:-${PGPORT:-5432}}"
 SQS_PORT="${SQS_PORT:-9324}"
 
 _cleanups=()
@@ -22,24 +38,107 @@ trap 'exit 143' TERM
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
+# --- Requirements ---------------------------------------------------------------
+# require COMMAND PACKAGE WHY: stops with the Debian/Ubuntu package to install
+# when COMMAND is missing.
+require() {
+  command -v "$1" >/dev/null 2>&1 \
+    || die "$3 needs \`$1\`: install the package $2 (Debian/Ubuntu: sudo apt-get install $2)"
+}
+
+# install_package PACKAGE WHY: installs a Debian package when we are root and
+# have apt-get; otherwise stops, naming the package, before anything has started.
+install_package() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing $1 (Debian package; $2)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null; } \
+      || die "$1 is not installed and could not be installed with apt-get ($2)"
+  else
+    die "$2: install the package $1 (Debian/Ubuntu: sudo apt-get install $1), then run this again"
+  fi
+}
+
+# The tools every script uses: GNU coreutils/sed/grep, curl, Python 3.
+require_basics() {
+  require curl curl "the scripts"
+  require python3 python3 "the scripts (JSON handling)"
+  sed --version 2>/dev/null | grep -q GNU || die "the scripts need GNU sed (and GNU coreutils, grep): install sed coreutils grep"
+  date -d @0 +%s >/dev/null 2>&1 || die "the scripts need GNU date (coreutils)"
+}
+
+# Rust (cargo), for the scripts that build the services.
+require_rust() {
+  command -v cargo >/dev/null 2>&1 \
+    || die "building the services needs Rust (cargo): install rustup from https://rustup.rs; rust-toolchain.toml pins Rust 1.95.0, which rustup fetches on first use"
+}
+
 pg_bin() {
   local dir
   dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
   [ -n "$dir" ] && echo "$dir"
 }
 
-# Uses the PostgreSQL answering on PG_HOST:PG_PORT, or starts a throwaway
-# cluster there (stopped on exit). Exports PG_SERVER_URL (no database name).
+# url_encode TEXT: percent-encodes TEXT for the user or password part of a URL.
+url_encode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
+
+# pg_from_url URL: takes the server from a DATABASE_URL-style URL
+# (postgres://USER:PASSWORD@HOST:PORT, a database name in it is ignored): sets
+# PG_HOST, PG_PORT, PGUSER, PGPASSWORD.
+pg_from_url() {
+  local parts
+  parts="$(python3 -c '
+import sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+if u.scheme not in ("postgres", "postgresql") or not u.hostname:
+    sys.exit(1)
+print("\x1f".join([u.hostname, str(u.port or 5432), urllib.parse.unquote(u.username or ""), urllib.parse.unquote(u.password or "")]))' "$1")" \
+    || die "DATABASE_URL is not a postgres://USER:PASSWORD@HOST:PORT URL"
+  IFS=$'\x1f' read -r PG_HOST PG_PORT PGUSER PGPASSWORD <<<"$parts"
+  [ -n "$PGUSER" ] || unset PGUSER
+  if [ -n "$PGPASSWORD" ]; then export PGPASSWORD; else unset PGPASSWORD; fi
+  [ -z "${PGUSER:-}" ] || export PGUSER
+}
+
+# Uses the PostgreSQL answering on PG_HOST:PG_PORT (as PGUSER, default postgres,
+# with PGPASSWORD when set; checked here, so a refused password stops us before
+# anything starts), or starts a throwaway cluster there (stopped on exit).
+# Exports PG_SERVER_URL (no database name, no password: PGPASSWORD stays in the
+# environment, where psql and the services' drivers read it); `pg_url DATABASE`
+# prints a URL with the password, for a service's DATABASE_URL.
 ensure_postgres() {
-  if ! command -v pg_isready >/dev/null 2>&1 && [ -z "$(pg_bin)" ]; then
-    log "installing PostgreSQL (Debian packages)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
-      || die "PostgreSQL is not installed and could not be installed"
+  case "$PG_HOST" in
+    /*) die "PGHOST=$PG_HOST is a socket directory; the services connect over TCP: set PGHOST to a host name or 127.0.0.1" ;;
+  esac
+  if ! command -v psql >/dev/null 2>&1 && [ -z "$(pg_bin)" ]; then
+    install_package postgresql "PostgreSQL (its client, and its server when none runs) is not installed"
   fi
   local bin; bin="$(pg_bin)"
-  if "${bin:+$bin/}pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null; then
+  PSQL="$(command -v psql || echo "$bin/psql")"
+  PG_ISREADY="$(command -v pg_isready || echo "$bin/pg_isready")"
+  if "$PG_ISREADY" -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null; then
     log "PostgreSQL answers on $PG_HOST:$PG_PORT"
+    PG_USER="${PGUSER:-postgres}"
+    export PG_SERVER_URL="postgres://$(url_encode "$PG_USER")@$PG_HOST:$PG_PORT"
+    local answer
+    if ! answer="$(psql_admin -At -c "select rolcreatedb or rolsuper from pg_roles where rolname = current_user" 2>&1)"; then
+      case "$answer" in
+        *password*|*authentication*)
+          die "PostgreSQL on $PG_HOST:$PG_PORT refused user $PG_USER: $(printf '%s' "$answer" | tail -n 1)
+       Set the standard libpq variables (PGUSER, PGPASSWORD; PGHOST, PGPORT) or
+       DATABASE_URL=postgres://USER:PASSWORD@HOST:PORT, e.g.  PGPASSWORD=... scripts/run.sh" ;;
+        *) die "cannot use PostgreSQL on $PG_HOST:$PG_PORT as $PG_USER: $answer" ;;
+      esac
+    fi
+    [ "$answer" = t ] || log "warning: role $PG_USER may not create databases (the services create their own); grant CREATEDB or create them first"
   else
+    case "$PG_HOST" in
+      127.0.0.1|localhost|::1) ;;
+      *) die "no PostgreSQL answers on $PG_HOST:$PG_PORT (set PGHOST/PGPORT, or unset them to use 127.0.0.1:5432)" ;;
+    esac
+    if [ ! -x "$bin/initdb" ]; then
+      install_package postgresql "no PostgreSQL answers on $PG_HOST:$PG_PORT and its server binaries (initdb) are not installed"
+      bin="$(pg_bin)"
+    fi
     PG_TMP_DIR="$(mktemp -d /tmp/outbox-pg.XXXXXX)"; PG_BIN="$bin"
     log "no PostgreSQL on $PG_HOST:$PG_PORT: starting a throwaway cluster in $PG_TMP_DIR"
     [ "$(id -u)" = 0 ] && chown postgres "$PG_TMP_DIR"
@@ -49,8 +148,19 @@ ensure_postgres() {
     as_postgres "$bin/pg_ctl -D $PG_TMP_DIR/data -l $PG_TMP_DIR/server.log -w -o '$PG_OPTIONS' start >/dev/null" \
       || die "PostgreSQL did not start (see $PG_TMP_DIR/server.log)"
     on_exit stop_postgres
+    # Our own cluster: its superuser, no password (trust).
+    PG_USER=postgres
+    unset PGPASSWORD
+    export PG_SERVER_URL="postgres://postgres@$PG_HOST:$PG_PORT"
   fi
-  export PG_SERVER_URL="postgres://postgres@$PG_HOST:$PG_PORT"
+}
+
+# pg_url [DATABASE]: the server's URL with the password (when there is one) and
+# DATABASE; for the services' DATABASE_URL (environment, never a command line).
+pg_url() {
+  local auth; auth="$(url_encode "$PG_USER")"
+  [ -n "${PGPASSWORD:-}" ] && auth="$auth:$(url_encode "$PGPASSWORD")"
+  echo "postgres://$auth@$PG_HOST:$PG_PORT${1:+/$1}"
 }
 
 # initdb refuses to run as root.
@@ -61,7 +171,29 @@ stop_postgres() {
   rm -rf "$PG_TMP_DIR"
 }
 
-psql_admin() { psql -X -q -v ON_ERROR_STOP=1 "$PG_SERVER_URL/postgres" "$@"; }
+# -w: never prompt for a password (a refused one is an error, not a hang).
+psql_admin() { "${PSQL:-psql}" -X -q -w -v ON_ERROR_STOP=1 "$PG_SERVER_URL/postgres" "$@"; }
+
+# --- Databases of one test run ----------------------------------------------------
+# test_databases_begin: gives this run a unique database-name prefix,
+# TEST_DATABASE_PREFIX (the Rust tests put it in front of every database they
+# create, service_kit::testing::new_database_url), and drops the databases with
+# that prefix on exit, failed or not. Nothing else on the server is touched.
+test_databases_begin() {
+  export TEST_DATABASE_PREFIX="t_$(date +%s)_$$_"
+  on_exit test_databases_drop
+}
+
+test_databases_drop() {
+  [ -n "${TEST_DATABASE_PREFIX:-}" ] || return 0
+  local db n=0
+  while read -r db; do
+    [ -n "$db" ] || continue
+    psql_admin -c "drop database if exists \"$db\" with (force)" >/dev/null 2>&1 && n=$((n + 1))
+  done < <(psql_admin -At -c "select datname from pg_database
+    where left(datname, length('$TEST_DATABASE_PREFIX')) = '$TEST_DATABASE_PREFIX'" 2>/dev/null)
+  log "dropped this run's $n test database(s) (prefix $TEST_DATABASE_PREFIX)"
+}
 
 # Uses the SQS-compatible server on 127.0.0.1:SQS_PORT, or installs (from the
 # committed lockfile) and starts one (stopped on exit). Exports the standard AWS
@@ -123,7 +255,12 @@ print(value)' "$1" 2>/dev/null
 
 start_sqs() {
   local dir="$ROOT/scripts/sqs-server"
-  command -v node >/dev/null || die "Node.js is required for the local SQS server (fauxqs)"
+  # Not installed for you: Debian 12's and Ubuntu 24.04's nodejs packages are older than 20.
+  command -v node >/dev/null 2>&1 \
+    || die "the local SQS server (fauxqs) needs Node.js 20 or newer: install it (Debian 13: sudo apt-get install nodejs npm; elsewhere https://nodejs.org), or set AWS_ENDPOINT_URL_SQS to a running SQS-compatible server"
+  local major; major="$(node -p 'process.versions.node.split(".")[0]')"
+  [ "$major" -ge 20 ] || die "the local SQS server (fauxqs) needs Node.js 20 or newer (found $(node --version))"
+  require npm npm "installing the local SQS server"
   if [ ! -d "$dir/node_modules/fauxqs" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     log "installing the local SQS server (npm ci, pinned by scripts/sqs-server/package-lock.json)"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || die "npm ci failed in $dir"
@@ -145,6 +282,63 @@ stop_sqs() {
     kill "$SQS_PID" 2>/dev/null; wait "$SQS_PID" 2>/dev/null
   fi
   SQS_PID=
+}
+
+# --- The local queue, blocked and unblocked by hand (queue.sh) and by demo.sh -----
+# No local SQS server enforces a queue policy, so "blocked" is made real by
+# deleting the queue (sends fail with QueueDoesNotExist) and "unblocked" by
+# re-creating it with its DLQ and redrive policy (the services re-resolve the name).
+
+# queue_url NAME: prints the queue's URL; fails when it does not exist.
+queue_url() { sqs_call GetQueueUrl "{\"QueueName\":\"$1\"}" | json_field QueueUrl; }
+
+# queue_depth URL: prints "visible in-flight" message counts.
+queue_depth() {
+  sqs_call GetQueueAttributes "{\"QueueUrl\":\"$1\",\"AttributeNames\":[\"ApproximateNumberOfMessages\",\"ApproximateNumberOfMessagesNotVisible\"]}" \
+    | python3 -c '
+import json, sys
+a = json.load(sys.stdin)["Attributes"]
+print(a.get("ApproximateNumberOfMessages", "0"), a.get("ApproximateNumberOfMessagesNotVisible", "0"))' 2>/dev/null
+}
+
+# queue_block NAME: deletes the queue (its DLQ stays). Fails when it is absent.
+queue_block() {
+  local url; url="$(queue_url "$1")" || return 1
+  sqs_call DeleteQueue "{\"QueueUrl\":\"$url\"}" >/dev/null || return 1
+  ! queue_url "$1" >/dev/null
+}
+
+# queue_unblock NAME DLQ: re-creates the queue and its DLQ with the redrive
+# policy run.sh uses (5 receives); prints the queue URL.
+queue_unblock() { create_queues "$1" "$2" 5; }
+
+# --- Local settings, shared by run.sh, demo.sh, queue.sh ---------------------------
+# load_settings: the settings of the local system, defined once. The environment
+# wins; then ENV_FILE (default .env at the repository root, see .env.example);
+# then the defaults below.
+load_settings() {
+  local env_file="${ENV_FILE:-$ROOT/.env}" key value line
+  if [ -f "$env_file" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      [[ "$line" =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
+      key="${BASH_REMATCH[2]}" value="${BASH_REMATCH[3]}"
+      value="${value%%[[:space:]]#*}"                       # a comment after the value
+      value="${value%"${value##*[![:space:]]}"}"           # trailing blanks
+      value="${value%\"}"; value="${value#\"}"
+      [[ "$_ENV_GIVEN" == *" $key "* ]] || export "$key=$value"
+    done <"$env_file"
+    # lib.sh derived these before the file was read.
+    [[ "$_ENV_GIVEN" == *" PG_HOST "* ]] || PG_HOST="${PGHOST:-127.0.0.1}"
+    [[ "$_ENV_GIVEN" == *" PG_PORT "* ]] || PG_PORT="${PGPORT:-5432}"
+  fi
+  BOOKING_PORT="${BOOKING_PORT:-8080}"
+  PAYMENT_PORT="${PAYMENT_PORT:-8081}"
+  BOOKING_URL="${BOOKING_URL:-http://127.0.0.1:$BOOKING_PORT}"; BOOKING_URL="${BOOKING_URL%/}"
+  PAYMENT_URL="${PAYMENT_URL:-http://127.0.0.1:$PAYMENT_PORT}"; PAYMENT_URL="${PAYMENT_URL%/}"
+  QUEUE_NAME="${QUEUE_NAME:-bookings.fifo}"
+  DLQ_NAME="${DLQ_NAME:-${QUEUE_NAME%.fifo}-dlq.fifo}"
+  BOOKING_DB="${BOOKING_DB:-booking}"
+  PAYMENT_DB="${PAYMENT_DB:-payment}"
 }
 
 # --- The whole system in the background (story and browser tests) -------------
@@ -180,7 +374,8 @@ system_start() {
   on_exit system_delete_queues
   log "starting scripts/run.sh: booking :$BOOKING_PORT, payment :$PAYMENT_PORT, PostgreSQL :$PG_PORT, queue $QUEUE_NAME (log $SYSTEM_LOG)"
   # setsid: run.sh leads a process group of its own, so whatever it leaves behind can be found.
-  env BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" PG_PORT="$PG_PORT" QUEUE_NAME="$QUEUE_NAME" "$@" \
+  # ENV_FILE=/dev/null: a developer's .env does not change a test's system.
+  env ENV_FILE=/dev/null BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" PG_HOST=127.0.0.1 PG_PORT="$PG_PORT" QUEUE_NAME="$QUEUE_NAME" "$@" \
     setsid bash "$ROOT/scripts/run.sh" >"$SYSTEM_LOG" 2>&1 </dev/null &
   SYSTEM_PID=$!
   on_exit system_stop
@@ -236,3 +431,5 @@ system_delete_queues() {
   done
   return 0
 }
+
+require_basics

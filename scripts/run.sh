@@ -1,41 +1,93 @@
 #!/usr/bin/env bash
 # Runs the whole system locally: PostgreSQL (found or started), a local
 # SQS-compatible server with the FIFO queue and its DLQ, booking-service and
-# payment-service. Ctrl-C stops everything this script started, and only that.
+# payment-service. Ctrl-C (or SIGTERM) stops everything this script started, and
+# only that.
 #
-# Settings (environment): BOOKING_PORT (8080), PAYMENT_PORT (8081), PG_PORT
-# (5432), SQS_PORT (9324), AWS_ENDPOINT_URL_SQS (use another SQS server, e.g.
-# LocalStack, instead of starting fauxqs), QUEUE_NAME (bookings.fifo),
-# BOOKING_DB / PAYMENT_DB (booking / payment: two runs on one PostgreSQL need
-# their own databases, or one relay publishes the other's events).
+#   scripts/run.sh            # start it all; prints the URLs
+#   scripts/run.sh --reset    # drop the databases and queues run.sh made, then exit
+#
+# Settings (environment, or a .env file at the repository root; every one is in
+# .env.example): BOOKING_PORT (8080), PAYMENT_PORT (8081), QUEUE_NAME
+# (bookings.fifo), BOOKING_DB / PAYMENT_DB (booking / payment: two runs on one
+# PostgreSQL need their own databases, or one relay publishes the other's events),
+# SQS_PORT (9324), AWS_ENDPOINT_URL_SQS (use another SQS server, e.g. LocalStack,
+# instead of starting fauxqs).
+# PostgreSQL: the standard libpq variables PGHOST (127.0.0.1), PGPORT (5432),
+# PGUSER (postgres), PGPASSWORD, or DATABASE_URL=postgres://USER:PASSWORD@HOST:PORT
+# (a base URL: each service gets its own database on that server).
+# The services' own settings (RELAY_*, CONSUMER_*, LOG_FORMAT, ...) pass through.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-BOOKING_PORT="${BOOKING_PORT:-8080}"
-PAYMENT_PORT="${PAYMENT_PORT:-8081}"
-QUEUE_NAME="${QUEUE_NAME:-bookings.fifo}"
-DLQ_NAME="${DLQ_NAME:-${QUEUE_NAME%.fifo}-dlq.fifo}"
-BOOKING_DB="${BOOKING_DB:-booking}"
-PAYMENT_DB="${PAYMENT_DB:-payment}"
+MODE=run
+case "${1:-}" in
+  "") ;;
+  --reset) MODE=reset ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) die "unknown argument $1 (usage: scripts/run.sh [--reset])" ;;
+esac
 
-for port in "$BOOKING_PORT" "$PAYMENT_PORT"; do
-  if curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/"; then
-    die "port $port is taken (another run.sh?); set BOOKING_PORT / PAYMENT_PORT"
+load_settings
+if [ -n "${DATABASE_URL:-}" ]; then
+  pg_from_url "$DATABASE_URL"
+  unset DATABASE_URL # each service gets its own, below
+fi
+
+services_running() {
+  local port
+  for port in "$BOOKING_PORT" "$PAYMENT_PORT"; do
+    port_open "$port" && return 0
+  done
+  return 1
+}
+
+# --- --reset: drop what run.sh made ------------------------------------------------
+if [ "$MODE" = reset ]; then
+  ! services_running || die "something answers on port $BOOKING_PORT or $PAYMENT_PORT: stop scripts/run.sh first"
+  if "$(command -v pg_isready || echo "$(pg_bin)/pg_isready")" -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null; then
+    ensure_postgres
+    for db in "$BOOKING_DB" "$PAYMENT_DB"; do
+      psql_admin -c "drop database if exists \"$db\" with (force)" 2>&1 | grep -v "does not exist, skipping" >&2 || true
+      log "database $db: dropped (if it existed) on $PG_HOST:$PG_PORT"
+    done
+  else
+    log "no PostgreSQL on $PG_HOST:$PG_PORT: no databases to drop (a throwaway cluster of run.sh is gone with it)"
   fi
-done
+  export AWS_ENDPOINT_URL_SQS="${AWS_ENDPOINT_URL_SQS:-http://127.0.0.1:$SQS_PORT}"
+  if sqs_answers; then
+    for queue in "$QUEUE_NAME" "$DLQ_NAME"; do
+      if url="$(queue_url "$queue")"; then
+        sqs_call DeleteQueue "{\"QueueUrl\":\"$url\"}" >/dev/null && log "queue $queue: deleted"
+      else
+        log "queue $queue: not there"
+      fi
+    done
+  else
+    log "no SQS server at $AWS_ENDPOINT_URL_SQS: no queues to delete"
+  fi
+  log "reset done"
+  exit 0
+fi
 
-log "building the services"
-cargo build --locked --bins
+# --- run ----------------------------------------------------------------------------
+! services_running || die "port $BOOKING_PORT or $PAYMENT_PORT is taken (another run.sh?); set BOOKING_PORT / PAYMENT_PORT"
 
+require_rust
+# PostgreSQL first: a refused password stops us now, not after a long first build.
 ensure_postgres
 ensure_sqs
 create_queues "$QUEUE_NAME" "$DLQ_NAME" 5 >/dev/null
 log "queue $QUEUE_NAME with DLQ $DLQ_NAME (redrive after 5 receives)"
 
+log "building the services"
+cargo build --locked --bins
+BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"
 export SQS_QUEUE_NAME="$QUEUE_NAME"
-pids=()
+names=() pids=()
 stop_services() {
   local pid
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -43,21 +95,42 @@ stop_services() {
 }
 on_exit stop_services
 
+# Each service's output goes to the terminal, prefixed, and to .local/NAME-PORT.log,
+# so that a service that dies at start-up can be reported with its last lines.
 start_service() {
   local name="$1" port="$2" database="$3"
-  BIND_ADDR="127.0.0.1:$port" DATABASE_URL="$PG_SERVER_URL/$database" \
-    "target/debug/$name" > >(sed -u "s/^/[$name] /") 2>&1 &
-  pids+=($!)
+  BIND_ADDR="127.0.0.1:$port" DATABASE_URL="$(pg_url "$database")" \
+    "$BIN_DIR/$name" > >(tee "$LOCAL_DIR/$name-$port.log" | sed -u "s/^/[$name] /") 2>&1 &
+  names+=("$name") pids+=($!)
 }
+log "starting booking-service (:$BOOKING_PORT, database $BOOKING_DB) and payment-service (:$PAYMENT_PORT, database $PAYMENT_DB)"
 start_service booking-service "$BOOKING_PORT" "$BOOKING_DB"
 start_service payment-service "$PAYMENT_PORT" "$PAYMENT_DB"
 
-for port in "$BOOKING_PORT" "$PAYMENT_PORT"; do
-  for _ in $(seq 1 150); do
-    curl -sf -o /dev/null "http://127.0.0.1:$port/health/ready" && break
+# exited_at_start I: reports service I, which exited, with its last lines; exits.
+exited_at_start() {
+  local name="${names[$1]}" rc=0
+  wait "${pids[$1]}" || rc=$?
+  sleep 0.2 # let tee write the last lines
+  {
+    printf '\033[1;31merror:\033[0m %s exited during start-up (exit code %s). Its last lines (%s):\n' \
+      "$name" "$rc" "$LOCAL_DIR/$name-${ports[$1]}.log"
+    # The error, not a backtrace (RUST_BACKTRACE=1 appends one) nor colour codes.
+    sed -e 's/\x1b\[[0-9;]*m//g' -e '/^Stack backtrace:/,$d' "$LOCAL_DIR/$name-${ports[$1]}.log" \
+      | grep -v '^[[:space:]]*$' | tail -n 10 | sed 's/^/    /'
+  } >&2
+  exit 1
+}
+
+ports=("$BOOKING_PORT" "$PAYMENT_PORT")
+deadline=$((SECONDS + ${RUN_START_TIMEOUT:-60}))
+for i in 0 1; do
+  until curl -sf -o /dev/null -m 2 "http://127.0.0.1:${ports[$i]}/health/ready"; do
+    for j in 0 1; do kill -0 "${pids[$j]}" 2>/dev/null || exited_at_start "$j"; done
+    [ "$SECONDS" -lt "$deadline" ] \
+      || die "${names[$i]} is running but not ready on port ${ports[$i]} after ${RUN_START_TIMEOUT:-60} s (GET /health/ready checks its database; see $LOCAL_DIR/${names[$i]}-${ports[$i]}.log)"
     sleep 0.2
   done
-  curl -sf -o /dev/null "http://127.0.0.1:$port/health/ready" || die "the service on port $port did not become ready"
 done
 
 cat <<TXT
@@ -70,9 +143,10 @@ cat <<TXT
 
   Try first: in booking-service's Swagger UI, POST /api/flights -> "Try it out" -> "Execute"
   with the sample body; then GET http://127.0.0.1:$PAYMENT_PORT/api/payments shows its payment.
-  Or, in another terminal, tell the whole story:  scripts/demo.sh
+  Or, in another terminal, tell the whole story:  scripts/demo.sh  (scripts/demo.sh --pace: step by step)
+  Block the queue by hand:  scripts/queue.sh block | unblock | status
 
-  Ctrl-C stops everything this script started.
+  Ctrl-C stops everything this script started; scripts/run.sh --reset then drops its databases and queues.
 
 TXT
 wait -n "${pids[@]}" || true

@@ -41,7 +41,8 @@ system_wait_up "$START_TIMEOUT"
 # --- the story ------------------------------------------------------------------
 if [ "$RESULT" = 0 ]; then
   log "up after $(($(date +%s) - started)) s; telling the story (log $DEMO_LOG)"
-  BOOKING_URL="http://127.0.0.1:$BOOKING_PORT" PAYMENT_URL="http://127.0.0.1:$PAYMENT_PORT" \
+  # The same settings as run.sh got; demo.sh finds the services from the ports.
+  ENV_FILE=/dev/null BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" \
     QUEUE_NAME="$QUEUE_NAME" DEMO_STRICT_OUTBOX=1 DEMO_TIMEOUT=30 DEMO_DRAIN_TIMEOUT=30 \
     bash scripts/demo.sh > >(tee "$DEMO_LOG") 2>&1 &
   # In the background and waited for, so that a SIGTERM to this script is handled at once.

@@ -6,14 +6,16 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
+require_rust
 ensure_postgres
 ensure_sqs
-export TEST_DATABASE_URL="$PG_SERVER_URL"
+# The server of PGHOST/PGPORT/PGUSER/PGPASSWORD (default 127.0.0.1:5432 as postgres).
+export TEST_DATABASE_URL="$(pg_url)"
 
-# Databases of earlier test runs (each test makes its own).
-psql_admin -At -c "select datname from pg_database where datname like 't\_%'" | while read -r db; do
-  psql_admin -c "drop database if exists \"$db\" with (force)" >/dev/null 2>&1 || true
-done
+# Each test makes its own database, named with this run's prefix; on exit (passed,
+# failed or interrupted) exactly those are dropped. Nothing else on the server is
+# touched (scripts/quickstart-test.sh checks it).
+test_databases_begin
 
 log "cargo fmt --check"
 cargo fmt --all --check
@@ -22,6 +24,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$LOCAL_DIR/cargo-test.log"
 bash scripts/story-test.sh
+bash scripts/quickstart-test.sh
 bash scripts/browser-test.sh
 log "chaos suite (short): every fault, every booking paid exactly once"
 bash scripts/chaos.sh --short

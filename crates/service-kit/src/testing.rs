@@ -15,10 +15,13 @@ pub fn database_server() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
-/// A URL for a database that does not exist yet (services create their own).
+/// A URL for a database that does not exist yet (services create their own),
+/// named `{TEST_DATABASE_PREFIX}{prefix}_{uuid}`. `scripts/test.sh` sets
+/// `TEST_DATABASE_PREFIX` to one per run, so that it drops only what this run made.
 pub fn new_database_url(prefix: &str) -> String {
+    let run = std::env::var("TEST_DATABASE_PREFIX").unwrap_or_default();
     format!(
-        "{}/{prefix}_{}",
+        "{}/{run}{prefix}_{}",
         database_server(),
         uuid::Uuid::new_v4().simple()
     )
