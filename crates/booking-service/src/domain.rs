@@ -15,9 +15,9 @@ pub const MAX_FARE_AMOUNT: i64 = 10_000_000;
 pub const DEFAULT_FARE_AMOUNT: i64 = 9_900;
 pub const DEFAULT_FARE_CURRENCY: &str = "EUR";
 
-/// The body of `POST /api/flights`: exactly what the AWS sample sends, plus the
-/// optional `passengerName` and `fare`. Every field is optional *in the type* so
-/// that a missing one is reported by name, with all other problems, in one 422.
+/// A flight to book: where from and to, when, and optionally who flies and the fare.
+// Every field is optional *in the type* so that a missing one is reported by
+// name, with all other problems, in one 422; the schema marks them required.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({
@@ -28,16 +28,16 @@ pub const DEFAULT_FARE_CURRENCY: &str = "EUR";
 }))]
 pub struct BookFlightRequest {
     /// Required. Where the flight leaves from (1–100 characters).
-    #[schema(example = "Paris", required = true)]
+    #[schema(example = "Paris", required = true, nullable = false)]
     pub departure_airport: Option<String>,
     /// Required. Where it lands; must differ from the departure.
-    #[schema(example = "London", required = true)]
+    #[schema(example = "London", required = true, nullable = false)]
     pub arrival_airport: Option<String>,
     /// Required. RFC 3339 date-time, e.g. `2023-09-01T08:00:00.000Z`.
-    #[schema(example = "2023-09-01T08:00:00.000Z", required = true)]
+    #[schema(example = "2023-09-01T08:00:00.000Z", required = true, nullable = false)]
     pub departure_date_time: Option<String>,
     /// Required. RFC 3339 date-time after the departure.
-    #[schema(example = "2023-09-01T08:15:00.000Z", required = true)]
+    #[schema(example = "2023-09-01T08:15:00.000Z", required = true, nullable = false)]
     pub arrival_date_time: Option<String>,
     /// Optional, up to 200 characters.
     #[schema(example = "Ada Lovelace")]
@@ -50,10 +50,10 @@ pub struct BookFlightRequest {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 pub struct FareRequest {
     /// Minor units (cents): 1 to 10,000,000.
-    #[schema(example = 12900, required = true)]
+    #[schema(example = 12900, required = true, nullable = false)]
     pub amount: Option<i64>,
     /// Three upper-case letters, e.g. `EUR`.
-    #[schema(example = "EUR", required = true)]
+    #[schema(example = "EUR", required = true, nullable = false)]
     pub currency: Option<String>,
 }
 

@@ -810,6 +810,15 @@ impl<H: Handler> Consumer<H> {
             })
             .collect();
         tracing::info!(loops = loops.len(), "consumer started");
+        {
+            let shutdown = shutdown.clone();
+            let wait = self.args.consumer_wait_time;
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tracing::info!(up_to = ?wait,
+                    "consumer stopping: waiting for the receives in progress (long polls end by themselves; abandoning one would hide its messages) and finishing the messages in hand");
+            });
+        }
         for l in loops {
             let _ = l.await;
         }

@@ -507,6 +507,9 @@ impl<P: Publisher> Relay<P> {
         ));
         tracing::info!(relay_id = %self.id, claimers = claimers.len(), senders = senders.len(), "relay started");
 
+        shutdown.cancelled().await;
+        tracing::info!(relay_id = %self.id,
+            "relay stopping: finishing the sends in flight and recording them, then releasing its lanes");
         for task in claimers.into_iter().chain(senders) {
             let _ = task.await;
         }

@@ -519,6 +519,12 @@ pub struct OutboxEntry {
     pub aggregate_type: String,
     pub aggregate_id: Uuid,
     pub created_at: DateTime<Utc>,
+    /// `PENDING`: waiting for the relay, or for an earlier event of its aggregate
+    /// to be published first. `IN_FLIGHT`: a relay holds its aggregate and is
+    /// sending it now. `BACKING_OFF`: a send failed (see `lastError`); retried at
+    /// `nextAttemptAt`, or as soon as SQS answers again after an outage.
+    /// `PARKED`: SQS refused it `RELAY_MAX_ATTEMPTS` times; its aggregate waits
+    /// until an operator retries it (`POST /api/outbox/{eventId}/retry`).
     pub state: DeliveryState,
     /// Send attempts so far.
     pub attempts: i32,

@@ -42,7 +42,10 @@ pub struct AppState {
     info(
         title = "payment-service",
         description = "Records one payment per booked flight, consuming FlightBooked events from SQS \
-                       idempotently (inbox + payment in one transaction).",
+                       idempotently (inbox + payment in one transaction). \n\n\
+                       Run locally with `scripts/run.sh`: booking-service's Swagger UI is then \
+                       [http://127.0.0.1:8080/swagger-ui/index.html](http://127.0.0.1:8080/swagger-ui/index.html); \
+                       the project's README.md explains the whole story.",
         license(name = "MIT")
     ),
     tags((name = "payments", description = "Payments recorded from FlightBooked events"), (name = "health"),
@@ -93,6 +96,7 @@ pub fn router(state: AppState) -> Router {
     let (api, doc) = api().merge(operator).split_for_parts();
     let app = api
         .route("/metrics", get(metrics))
+        .route("/", get(service_kit::http::to_swagger_ui))
         .with_state(state)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", doc));
     service_kit::http::with_common_layers(app)

@@ -3,10 +3,14 @@ use payment_service::config::Config;
 use payment_service::startup::Application;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     service_kit::telemetry::init(config.log.log_format);
     let shutdown = service_kit::shutdown::on_signal();
-    let app = Application::build(config).await?;
-    app.run(shutdown).await
+    let result = async {
+        let app = Application::build(config).await?;
+        app.run(shutdown).await
+    }
+    .await;
+    service_kit::telemetry::exit_code("payment-service", result)
 }

@@ -15,15 +15,25 @@ pub async fn connect(
     options: PgConnectOptions,
     migrator: &Migrator,
 ) -> anyhow::Result<PgPool> {
+    // Every start-up failure names where it tried (never the password).
+    let target = format!(
+        "database {:?} at {}:{} as {:?} (DATABASE_URL, or PGHOST/PGPORT/PGUSER/PGDATABASE)",
+        options.get_database().unwrap_or_default(),
+        options.get_host(),
+        options.get_port(),
+        options.get_username(),
+    );
     if args.run_migrations {
-        ensure_database(&options).await?;
+        ensure_database(&options)
+            .await
+            .with_context(|| format!("Failed to prepare the {target}"))?;
     }
     let pool = PgPoolOptions::new()
         .max_connections(args.max_connections)
         .acquire_timeout(args.acquire_timeout)
         .connect_with(options)
         .await
-        .context("Failed to connect to the database")?;
+        .with_context(|| format!("Failed to connect to the {target}"))?;
     if args.run_migrations {
         migrator
             .run(&pool)

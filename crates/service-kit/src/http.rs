@@ -56,6 +56,11 @@ pub fn with_common_layers(router: Router) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// `/`: a person who opens the service's address lands on its Swagger UI.
+pub async fn to_swagger_ui() -> axum::response::Redirect {
+    axum::response::Redirect::temporary("/swagger-ui/index.html")
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// `up` or `down`.

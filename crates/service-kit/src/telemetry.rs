@@ -28,6 +28,20 @@ pub fn init(format: LogFormat) {
     let _ = result;
 }
 
+/// Ends `main`: a failure (at start-up, say: a setting that cannot work, a
+/// database that refuses) is logged as one line in the configured format — a
+/// JSON line when `LOG_FORMAT=json` — with its cause chain and no Debug dump or
+/// backtrace, and the process exits 1.
+pub fn exit_code(service: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "{service} stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// For tests: logs only when `TEST_LOG` is set, so test output stays readable.
 pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {

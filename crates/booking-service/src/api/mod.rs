@@ -32,7 +32,10 @@ pub struct AppState {
         title = "booking-service",
         description = "Books flights. Each booking and its FlightBooked event are written in one \
                        PostgreSQL transaction (the transactional outbox); a relay publishes the \
-                       events to Amazon SQS, where payment-service picks them up.",
+                       events to Amazon SQS, where payment-service picks them up. \n\n\
+                       Run locally with `scripts/run.sh`: payment-service's Swagger UI is then \
+                       [http://127.0.0.1:8081/swagger-ui/index.html](http://127.0.0.1:8081/swagger-ui/index.html); \
+                       the project's README.md explains the whole story.",
         license(name = "MIT")
     ),
     tags(
@@ -63,6 +66,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let (api, doc) = api().split_for_parts();
     let app = api
         .route("/metrics", get(metrics))
+        .route("/", get(service_kit::http::to_swagger_ui))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", doc));
