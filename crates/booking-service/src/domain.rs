@@ -34,10 +34,18 @@ pub struct BookFlightRequest {
     #[schema(example = "London", required = true, nullable = false)]
     pub arrival_airport: Option<String>,
     /// Required. RFC 3339 date-time, e.g. `2023-09-01T08:00:00.000Z`.
-    #[schema(example = "2023-09-01T08:00:00.000Z", required = true, nullable = false)]
+    #[schema(
+        example = "2023-09-01T08:00:00.000Z",
+        required = true,
+        nullable = false
+    )]
     pub departure_date_time: Option<String>,
     /// Required. RFC 3339 date-time after the departure.
-    #[schema(example = "2023-09-01T08:15:00.000Z", required = true, nullable = false)]
+    #[schema(
+        example = "2023-09-01T08:15:00.000Z",
+        required = true,
+        nullable = false
+    )]
     pub arrival_date_time: Option<String>,
     /// Optional, up to 200 characters.
     #[schema(example = "Ada Lovelace")]
