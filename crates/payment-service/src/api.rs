@@ -124,7 +124,7 @@ pub struct PaymentPage {
 #[utoipa::path(get, path = "/api/payments", tag = "payments", params(PageQuery),
     responses(
         (status = 200, description = "A page of payments", body = PaymentPage),
-        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "limit: must be between 1 and 100", "errors": [{"field": "limit", "message": "must be between 1 and 100"}]})),
     ))]
 pub async fn list_payments(
     State(pool): State<PgPool>,
@@ -148,8 +148,8 @@ pub async fn list_payments(
     params(("flightId" = Uuid, Path, description = "The booking's id")),
     responses(
         (status = 200, description = "The payment", body = Payment),
-        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No payment (yet) for this flight", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "flightId: must be a UUID", "errors": [{"field": "flightId", "message": "must be a UUID"}]})),
+        (status = 404, description = "No payment (yet) for this flight", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "No payment for flight 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b (yet)"})),
     ))]
 pub async fn get_payment(State(pool): State<PgPool>, Path(flight_id): Path<String>) -> Response {
     let Ok(flight_id) = Uuid::parse_str(&flight_id) else {
@@ -228,10 +228,10 @@ pub struct RedriveQuery {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Moved (or counted)", body = Redrive),
-        (status = 401, description = "No or wrong operator token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Operator actions are disabled (no ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "No queue, or the queue has no DLQ", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "SQS unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or wrong operator token", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/unauthorized", "title": "Operator token required", "status": 401, "detail": "Send the service's ADMIN_TOKEN as `Authorization: Bearer <token>`."})),
+        (status = 403, description = "Operator actions are disabled (no ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/admin-disabled", "title": "Operator actions are disabled", "status": 403, "detail": "This service was started without ADMIN_TOKEN."})),
+        (status = 409, description = "No queue, or the queue has no DLQ", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/no-dlq", "title": "No dead-letter queue", "status": 409, "detail": "the queue has no redrive policy, hence no DLQ"})),
+        (status = 503, description = "SQS unavailable", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/sqs-unavailable", "title": "SQS unavailable", "status": 503, "detail": "AWS.SimpleQueueService.NonExistentQueue: The specified queue does not exist."})),
     ))]
 pub async fn redrive_dlq(
     State(state): State<AppState>,

@@ -79,7 +79,7 @@ pub async fn live() -> Json<Health> {
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "Ready to serve", body = Health),
-        (status = 503, description = "The database does not answer", body = Problem),
+        (status = 503, description = "The database does not answer", body = Problem, example = json!({"type": "/problems/not-ready", "title": "Not ready", "status": 503, "detail": "The database does not answer"})),
     ))]
 pub async fn ready(State(pool): State<PgPool>) -> Response {
     let check = tokio::time::timeout(

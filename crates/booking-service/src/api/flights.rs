@@ -42,11 +42,11 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
     responses(
         (status = 201, description = "Booked (or the original booking, for a retried Idempotency-Key)", body = Flight,
          headers(("Location" = String, description = "URL of the booking"))),
-        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the size limit", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "Nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "The body is not valid JSON: EOF while parsing an object at line 1 column 42"})),
+        (status = 413, description = "Body over the size limit", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/payload-too-large", "title": "Request body too large", "status": 413, "detail": "The body is larger than 16384 bytes"})),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/unsupported-media-type", "title": "Unsupported media type", "status": 415, "detail": "Send the body as application/json"})),
+        (status = 422, description = "Invalid fields, or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/validation-error", "title": "Invalid request", "status": 422, "detail": "arrivalDateTime: must be after departureDateTime", "errors": [{"field": "arrivalDateTime", "message": "must be after departureDateTime"}]})),
+        (status = 500, description = "Nothing was written", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/internal-error", "title": "Internal server error", "status": 500, "detail": "The request could not be completed; it has been logged. Retrying is safe."})),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -142,8 +142,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     params(("id" = Uuid, Path, description = "Booking id")),
     responses(
         (status = 200, description = "The booking", body = Flight),
-        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such booking", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "id: must be a UUID", "errors": [{"field": "id", "message": "must be a UUID"}]})),
+        (status = 404, description = "No such booking", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "No flight with id 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"})),
     )
 )]
 pub async fn get_flight(
@@ -176,7 +176,7 @@ pub struct FlightPage {
     params(PageQuery),
     responses(
         (status = 200, description = "A page of bookings", body = FlightPage),
-        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "limit: must be between 1 and 100", "errors": [{"field": "limit", "message": "must be between 1 and 100"}]})),
     )
 )]
 pub async fn list_flights(

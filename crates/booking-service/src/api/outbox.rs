@@ -34,7 +34,7 @@ pub struct OutboxPage {
     params(PageQuery),
     responses(
         (status = 200, description = "A page of unpublished events", body = OutboxPage),
-        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "cursor: is not a cursor this API returned", "errors": [{"field": "cursor", "message": "is not a cursor this API returned"}]})),
     )
 )]
 pub async fn list_outbox(
@@ -60,9 +60,9 @@ pub async fn list_outbox(
     params(("eventId" = Uuid, Path, description = "The event's id")),
     responses(
         (status = 200, description = "Back in line", body = OutboxEntry),
-        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such event (or already deleted by retention)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already published", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "eventId: must be a UUID", "errors": [{"field": "eventId", "message": "must be a UUID"}]})),
+        (status = 404, description = "No such event (or already deleted by retention)", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "No event with id 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"})),
+        (status = 409, description = "Already published", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/conflict", "title": "Conflict", "status": 409, "detail": "Event 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b was already published"})),
     )
 )]
 pub async fn retry_event(
