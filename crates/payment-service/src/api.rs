@@ -98,7 +98,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/", get(service_kit::http::to_swagger_ui))
         .with_state(state)
-        .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", doc));
+        .merge(service_kit::http::title_swagger_ui(
+            SwaggerUi::new("/swagger-ui")
+                .url("/api-docs/openapi.json", doc)
+                .into(),
+            "payment-service",
+        ));
     service_kit::http::with_common_layers(app)
 }
 

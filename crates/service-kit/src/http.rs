@@ -56,6 +56,34 @@ pub fn with_common_layers(router: Router) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// Swagger UI's page, titled after the service (the vendored page says only
+/// "Swagger UI", and two of them side by side look alike). Only HTML answers are
+/// touched, and the services serve no other HTML.
+pub fn title_swagger_ui(router: Router, service: &'static str) -> Router {
+    router.layer(axum::middleware::map_response(
+        move |response: Response| async move {
+            let html = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/html"));
+            if !html {
+                return response;
+            }
+            let (mut parts, body) = response.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, 1024 * 1024).await else {
+                return Problem::internal().into_response();
+            };
+            let page = String::from_utf8_lossy(&bytes).replace(
+                "<title>Swagger UI</title>",
+                &format!("<title>{service} · Swagger UI</title>"),
+            );
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(page))
+        },
+    ))
+}
+
 /// `/`: a person who opens the service's address lands on its Swagger UI.
 pub async fn to_swagger_ui() -> axum::response::Redirect {
     axum::response::Redirect::temporary("/swagger-ui/index.html")

@@ -69,7 +69,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/", get(service_kit::http::to_swagger_ui))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
-        .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", doc));
+        .merge(service_kit::http::title_swagger_ui(
+            SwaggerUi::new("/swagger-ui")
+                .url("/api-docs/openapi.json", doc)
+                .into(),
+            "booking-service",
+        ));
     service_kit::http::with_common_layers(app)
 }
 
