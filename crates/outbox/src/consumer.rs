@@ -33,8 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    MessageSystemAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
 };
 use chrono::{DateTime, Utc};
 use clap::Args;
@@ -641,8 +640,11 @@ impl<H: Handler> Consumer<H> {
             return;
         }
         self.metrics.breaker_open.set(1);
-        self.status.lock().expect("not poisoned").breaker = "open";
-        self.status.lock().expect("not poisoned").breaker_open_since = Some(Utc::now());
+        {
+            let mut status = self.status.lock().expect("not poisoned");
+            status.breaker = "open";
+            status.breaker_open_since = Some(Utc::now());
+        }
         let waiting = self.waiting(url).await;
         tracing::warn!(waiting = ?waiting,
             "database unavailable: the consumer stops receiving (messages stay in the queue, none is dead-lettered) and probes it until it is back");
@@ -754,17 +756,8 @@ impl<H: Handler> Consumer<H> {
 
     async fn delete(&self, url: &str, messages: &[&Received]) {
         for chunk in messages.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(&m.receipt_handle)
-                        .build()
-                        .expect("id and handle are set")
-                })
-                .collect();
+            let entries =
+                crate::sqs::delete_entries(chunk.iter().map(|m| m.receipt_handle.as_str()));
             let result = self
                 .queue
                 .client()

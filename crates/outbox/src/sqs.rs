@@ -457,9 +457,7 @@ pub struct Redrive {
 /// absorbs the second. Works against any SQS-compatible server; in AWS,
 /// `infra/scripts/redrive-dlq.sh` uses SQS's own message-move task instead.
 pub async fn redrive(queue: &Queue, dry_run: bool) -> Result<Redrive, SendError> {
-    use aws_sdk_sqs::types::{
-        DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
-    };
+    use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
     let client = queue.client();
     let url = queue.url().await?;
     let policy = queue
@@ -539,20 +537,13 @@ pub async fn redrive(queue: &Queue, dry_run: bool) -> Result<Redrive, SendError>
             .send()
             .await
             .map_err(SendError::from_sdk)?;
-        let deletes: Vec<DeleteMessageBatchRequestEntry> = sent
-            .successful()
-            .iter()
-            .filter_map(|ok| ok.id().parse::<usize>().ok())
-            .filter_map(|i| messages.get(i))
-            .enumerate()
-            .map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .build()
-                    .expect("id and handle are set")
-            })
-            .collect();
+        let deletes = delete_entries(
+            sent.successful()
+                .iter()
+                .filter_map(|ok| ok.id().parse::<usize>().ok())
+                .filter_map(|i| messages.get(i))
+                .map(|m| m.receipt_handle().unwrap_or_default()),
+        );
         if deletes.is_empty() {
             return Err(SendError::new(
                 FailureReason::Rejected,
@@ -568,6 +559,23 @@ pub async fn redrive(queue: &Queue, dry_run: bool) -> Result<Redrive, SendError>
             .await
             .map_err(SendError::from_sdk)?;
     }
+}
+
+/// The entries of one DeleteMessageBatch call (at most 10 receipt handles).
+pub(crate) fn delete_entries<'h>(
+    handles: impl IntoIterator<Item = &'h str>,
+) -> Vec<aws_sdk_sqs::types::DeleteMessageBatchRequestEntry> {
+    handles
+        .into_iter()
+        .enumerate()
+        .map(|(i, handle)| {
+            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(handle)
+                .build()
+                .expect("id and handle are set")
+        })
+        .collect()
 }
 
 /// Creates a queue (tests, benchmarks and local set-up). FIFO when the name ends in `.fifo`.
