@@ -177,7 +177,7 @@ import sys, subprocess
 ids = [l.strip() for l in sys.stdin if l.strip()]
 out = subprocess.run(["psql", "-X", "-qAt", sys.argv[1], "-c", "select flight_id from payment"], capture_output=True, text=True).stdout.split()
 print(len(set(ids) & set(out)))' "$PG_SERVER_URL/payment" 2>/dev/null || echo 0)
-    left=$(q booking "select count(*) from outbox where published_at is null" 2>/dev/null || echo 1)
+    left=$(q booking "select count(*) from outbox.event where published_at is null" 2>/dev/null || echo 1)
     [ "$paid" = "$booked" ] && [ "$left" = 0 ] && break
     [ "$(date +%s)" -lt "$deadline" ] || break
     sleep 1

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use booking_service::startup::MIGRATOR;
+use booking_service::startup::MIGRATIONS;
 use clap::Parser;
 use futures::StreamExt;
 use outbox::metrics::RelayMetrics;
@@ -156,7 +156,7 @@ async fn prefill(pool: &PgPool, events: usize, aggregates: usize) -> anyhow::Res
     let mut tx = pool.begin().await?;
     for chunk in all.chunks(10_000) {
         sqlx::query(
-            "insert into outbox (event_id, aggregate_type, aggregate_id, event_type, event_version, envelope, traceparent)
+            "insert into outbox.event (event_id, aggregate_type, aggregate_id, event_type, event_version, envelope, traceparent)
              select (e->>'eventId')::uuid, 'flight', (e->>'aggregateId')::uuid, 'FlightBooked', 1, e, e->>'traceparent'
              from unnest($1::jsonb[]) as e",
         )
@@ -172,7 +172,7 @@ async fn prefill(pool: &PgPool, events: usize, aggregates: usize) -> anyhow::Res
 /// events wait.
 async fn drained(pool: &PgPool) -> anyhow::Result<bool> {
     Ok(
-        sqlx::query_scalar("select not exists (select 1 from outbox_lane)")
+        sqlx::query_scalar("select not exists (select 1 from outbox.lane)")
             .fetch_one(pool)
             .await?,
     )
@@ -311,7 +311,7 @@ impl Bench {
     /// Drains `events` over `aggregates` with an in-process relay; msg/s.
     async fn drain(&self, kind: Kind, aggregates: usize) -> anyhow::Result<(f64, ReadBack)> {
         let events = self.args.events;
-        let (_, pool) = service_kit::testing::fresh_database("bench", &MIGRATOR).await?;
+        let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
         let url = create_queue(&self.client, "bench-drain", kind).await?;
         let relay = self.relay(&pool, &url)?;
         let shutdown = CancellationToken::new();
@@ -332,7 +332,7 @@ impl Bench {
     /// the largest peak RSS (KiB).
     async fn replicas(&self, processes: usize) -> anyhow::Result<(f64, ReadBack, u64)> {
         let events = self.args.events;
-        let (db_url, pool) = service_kit::testing::fresh_database("bench", &MIGRATOR).await?;
+        let (db_url, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
         let url = create_queue(&self.client, "bench-replicas", Kind::Fifo).await?;
         let mut children: Vec<Child> = (0..processes)
             .map(|_| {
@@ -382,7 +382,7 @@ impl Bench {
     /// Pairs of events of one aggregate at a steady rate; p50/p99/max in ms of
     /// the second event's commit → published.
     async fn follow_up(&self) -> anyhow::Result<(f64, f64, f64, f64)> {
-        let (_, pool) = service_kit::testing::fresh_database("bench", &MIGRATOR).await?;
+        let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
         let url = create_queue(&self.client, "bench-follow", Kind::Fifo).await?;
         let relay = self.relay(&pool, &url)?;
         let shutdown = CancellationToken::new();
@@ -428,7 +428,7 @@ impl Bench {
         let (p50, p99, max): (f64, f64, f64) = sqlx::query_as(
             "select percentile_cont(0.5) within group (order by ms), percentile_cont(0.99) within group (order by ms), max(ms)
              from (select extract(epoch from published_at - created_at)::float8 * 1000 as ms
-                   from outbox where event_type = 'FollowUp') t",
+                   from outbox.event where event_type = 'FollowUp') t",
         )
         .fetch_one(&pool)
         .await?;
@@ -441,7 +441,7 @@ impl Bench {
     /// written 1 s after it is back: ms from its commit to published, and ms to
     /// drain the backlog.
     async fn recovery(&self) -> anyhow::Result<(f64, f64)> {
-        let (_, pool) = service_kit::testing::fresh_database("bench", &MIGRATOR).await?;
+        let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
         let name = format!("bench-outage-{}.fifo", Uuid::new_v4().simple());
         let url = outbox::sqs::create_queue(&self.client, &name).await?;
         let relay = self.relay(&pool, &url)?;
@@ -457,7 +457,7 @@ impl Bench {
         let written = Instant::now();
         loop {
             let published: bool = sqlx::query_scalar(
-                "select coalesce(bool_and(published_at is not null), false) from outbox where aggregate_id = $1",
+                "select coalesce(bool_and(published_at is not null), false) from outbox.event where aggregate_id = $1",
             )
             .bind(aggregate)
             .fetch_one(&pool)
@@ -630,13 +630,13 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 5. Claim cost.
-    let (_, pool) = service_kit::testing::fresh_database("bench", &MIGRATOR).await?;
+    let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
     prefill(&pool, 10_000, 1000).await?;
-    sqlx::query("vacuum analyze outbox, outbox_lane")
+    sqlx::query("vacuum analyze outbox.event, outbox.lane")
         .execute(&pool)
         .await?;
     let (plan_small, small) = explain_claim(&pool, &args.relay).await?;
-    sqlx::query("truncate outbox, outbox_lane")
+    sqlx::query("truncate outbox.event, outbox.lane")
         .execute(&pool)
         .await?;
     let filled = Instant::now();
@@ -644,7 +644,7 @@ async fn main() -> anyhow::Result<()> {
         prefill(&pool, 100_000.min(args.big), 1000).await?;
     }
     let fill_time = filled.elapsed();
-    sqlx::query("vacuum analyze outbox, outbox_lane")
+    sqlx::query("vacuum analyze outbox.event, outbox.lane")
         .execute(&pool)
         .await?;
     let (plan_big, big) = explain_claim(&pool, &args.relay).await?;
@@ -666,23 +666,23 @@ async fn main() -> anyhow::Result<()> {
 
     // Stale statistics: 300,000 published rows, analyzed with an empty backlog;
     // autovacuum off so the statistics stay stale; then 17,000 bookings wait.
-    let (_, pool) = service_kit::testing::fresh_database("bench", &MIGRATOR).await?;
+    let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
     for _ in 0..3 {
         prefill(&pool, 100_000, 100_000).await?;
     }
-    sqlx::query("update outbox set published_at = now()")
+    sqlx::query("update outbox.event set published_at = now()")
         .execute(&pool)
         .await?;
-    sqlx::query("delete from outbox_lane")
+    sqlx::query("delete from outbox.lane")
         .execute(&pool)
         .await?;
-    sqlx::query("vacuum analyze outbox, outbox_lane")
+    sqlx::query("vacuum analyze outbox.event, outbox.lane")
         .execute(&pool)
         .await?;
-    sqlx::query("alter table outbox set (autovacuum_enabled = false)")
+    sqlx::query("alter table outbox.event set (autovacuum_enabled = false)")
         .execute(&pool)
         .await?;
-    sqlx::query("alter table outbox_lane set (autovacuum_enabled = false)")
+    sqlx::query("alter table outbox.lane set (autovacuum_enabled = false)")
         .execute(&pool)
         .await?;
     prefill(&pool, 17_000, 17_000).await?;

@@ -1,6 +1,6 @@
 //! Wiring: database, relay, HTTP server, and their shutdown.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,14 +9,21 @@ use outbox::relay::Relay;
 use outbox::sqs::{Queue, SqsPublisher};
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, DEFAULT_DATABASE};
 
-/// Migrations of `migrations/booking`, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/booking");
+/// The outbox crate's schema first, then `migrations/booking` (which moves what
+/// older versions kept in `public` into it), both embedded in the binary.
+pub static MIGRATIONS: LazyLock<[Migrator; 2]> = LazyLock::new(|| {
+    [
+        outbox::schema::migrator(),
+        sqlx::migrate!("../../migrations/booking"),
+    ]
+});
 
 /// A built, not yet running, booking-service.
 pub struct Application {
@@ -41,7 +48,7 @@ impl Application {
         } else {
             None
         };
-        let pool = service_kit::db::connect(&config.database, options, &MIGRATOR).await?;
+        let pool = service_kit::db::connect(&config.database, options, &*MIGRATIONS).await?;
 
         let relay_metrics = RelayMetrics::default();
         let mut registry = Registry::default();

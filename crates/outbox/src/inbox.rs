@@ -33,7 +33,7 @@ pub async fn record(
     let types: Vec<String> = entries.iter().map(|e| e.event_type.to_owned()).collect();
     let messages: Vec<String> = entries.iter().map(|e| e.message_id.to_owned()).collect();
     let new = sqlx::query_scalar!(
-        r#"insert into inbox (event_id, event_type, message_id)
+        r#"insert into outbox.inbox (event_id, event_type, message_id)
            select * from unnest($1::uuid[], $2::text[], $3::text[])
            on conflict (event_id) do nothing
            returning event_id"#,
@@ -50,7 +50,7 @@ pub async fn record(
 /// Takes an event back out of the inbox, within the caller's transaction, when
 /// its effect could not be applied after all: it must look new when it returns.
 pub async fn forget(conn: &mut PgConnection, event_id: Uuid) -> anyhow::Result<()> {
-    sqlx::query!("delete from inbox where event_id = $1", event_id)
+    sqlx::query!("delete from outbox.inbox where event_id = $1", event_id)
         .execute(conn)
         .await
         .context("Failed to remove the event from the inbox")?;

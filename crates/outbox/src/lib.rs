@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod inbox;
 pub mod metrics;
 pub mod relay;
+pub mod schema;
 pub mod sqs;
 pub mod store;
 

@@ -3,7 +3,7 @@
 //! relay and to the operator endpoints.
 //!
 //! # How relays coordinate
-//! Every aggregate with unpublished events has a *lane* (`outbox_lane`, kept by
+//! Every aggregate with unpublished events has a *lane* (`outbox.lane`, kept by
 //! the insert trigger in the writer's transaction). Relays claim lanes, not rows,
 //! *with a lease*: one short statement picks the oldest due lanes with
 //! `FOR UPDATE SKIP LOCKED`, stamps them `claimed_by`/`claimed_until` and reads the
@@ -64,7 +64,7 @@ pub async fn enqueue(conn: &mut PgConnection, event: NewEvent) -> anyhow::Result
         "the event is {size} bytes on the wire, over the {MAX_EVENT_BYTES}-byte limit of one SQS message"
     );
     sqlx::query!(
-        r#"insert into outbox (event_id, aggregate_type, aggregate_id, event_type, event_version, envelope, traceparent, created_at)
+        r#"insert into outbox.event (event_id, aggregate_type, aggregate_id, event_type, event_version, envelope, traceparent, created_at)
            values ($1, $2, $3, $4, $5, $6, $7, $8)"#,
         envelope.event_id,
         envelope.aggregate_type,
@@ -111,11 +111,11 @@ pub struct ClaimSize {
 /// same statement. Both walks are index scans (see the migration).
 pub const CLAIM_SQL: &str = r#"
     with lanes as (
-        update outbox_lane l
+        update outbox.lane l
         set claimed_by = $2, claimed_until = now() + make_interval(secs => $3)
         where l.aggregate_id = any(array(
             select c.aggregate_id
-            from outbox_lane c
+            from outbox.lane c
             where c.parked_at is null
               and (c.next_attempt_at <= now() or ($5 and c.outage))
               and (c.claimed_until is null or c.claimed_until < now())
@@ -129,7 +129,7 @@ pub const CLAIM_SQL: &str = r#"
            lanes.head_seq as lane_order
     from lanes
     cross join lateral (
-        select e.* from outbox e
+        select e.* from outbox.event e
         where e.aggregate_id = lanes.aggregate_id and e.published_at is null
         order by e.seq
         limit $4) o
@@ -295,7 +295,7 @@ pub async fn record(
         sqlx::query_as!(
             PublishedEvent,
             r#"with done as (
-                   update outbox set published_at = now()
+                   update outbox.event set published_at = now()
                    where seq = any($1) and published_at is null
                    returning seq, aggregate_id, created_at
                ), counts as (
@@ -305,13 +305,13 @@ pub async fn record(
                    -- instead of an update and a delete. A writer that added an
                    -- event meanwhile holds the lane's row lock: this waits for it,
                    -- re-checks `pending` on its version and keeps the lane.
-                   delete from outbox_lane l using counts c
+                   delete from outbox.lane l using counts c
                    where l.aggregate_id = c.aggregate_id and l.pending = c.n
                    returning l.aggregate_id
                ), lanes as (
                    -- Not "pending <> n": that would be judged on the statement's
                    -- snapshot and skip the lane the delete above kept for a writer.
-                   update outbox_lane l set pending = l.pending - c.n
+                   update outbox.lane l set pending = l.pending - c.n
                    from counts c
                    where l.aggregate_id = c.aggregate_id
                      and l.aggregate_id not in (select aggregate_id from drained)
@@ -340,13 +340,13 @@ pub async fn record(
     if !done_lanes.is_empty() {
         sqlx::query!(
             r#"with released as (
-                   update outbox_lane l
+                   update outbox.lane l
                    set claimed_by = null, claimed_until = null, next_attempt_at = now(),
                        outage = false, head_seq = greatest(l.head_seq, f.head)
                    from unnest($2::uuid[], $3::bigint[]) as f(aggregate_id, head)
                    where l.aggregate_id = f.aggregate_id and l.claimed_by = $1 and l.pending > 0
                )
-               delete from outbox_lane where aggregate_id = any($2) and pending <= 0"#,
+               delete from outbox.lane where aggregate_id = any($2) and pending <= 0"#,
             relay_id,
             &done_lanes,
             &done_heads,
@@ -377,11 +377,11 @@ pub async fn record(
         sqlx::query_as!(
             FailedEvent,
             r#"with owned as (
-                   select aggregate_id from outbox_lane
+                   select aggregate_id from outbox.lane
                    where aggregate_id = any($2) and claimed_by = $1
                    for update
                ), failed as (
-                   update outbox o
+                   update outbox.event o
                    set attempts = o.attempts + 1,
                        last_error = f.error,
                        next_attempt_at = now() + make_interval(secs => f.delay),
@@ -392,7 +392,7 @@ pub async fn record(
                    returning o.aggregate_id, o.seq, o.event_id, o.attempts, o.next_attempt_at,
                              o.parked_at, f.may_park
                )
-               update outbox_lane l
+               update outbox.lane l
                set claimed_by = null, claimed_until = null,
                    next_attempt_at = failed.next_attempt_at, outage = not failed.may_park,
                    parked_at = failed.parked_at, head_seq = greatest(l.head_seq, failed.seq)
@@ -435,7 +435,7 @@ async fn relaxed_commit(tx: &mut PgConnection) -> anyhow::Result<()> {
 /// Extends the lease of every lane `relay_id` holds; returns how many.
 pub async fn renew(pool: &PgPool, relay_id: Uuid, lease: Duration) -> anyhow::Result<u64> {
     let done = sqlx::query!(
-        "update outbox_lane set claimed_until = now() + make_interval(secs => $2) where claimed_by = $1",
+        "update outbox.lane set claimed_until = now() + make_interval(secs => $2) where claimed_by = $1",
         relay_id,
         lease.as_secs_f64(),
     )
@@ -449,7 +449,7 @@ pub async fn renew(pool: &PgPool, relay_id: Uuid, lease: Duration) -> anyhow::Re
 /// because SQS refused its event) is due now. Returns how many.
 pub async fn end_outage(pool: &PgPool) -> anyhow::Result<u64> {
     let done = sqlx::query!(
-        "update outbox_lane set next_attempt_at = now(), outage = false where outage",
+        "update outbox.lane set next_attempt_at = now(), outage = false where outage",
     )
     .execute(pool)
     .await
@@ -461,7 +461,7 @@ pub async fn end_outage(pool: &PgPool) -> anyhow::Result<u64> {
 /// need not wait for the lease to run out.
 pub async fn release(pool: &PgPool, relay_id: Uuid) -> anyhow::Result<u64> {
     let done = sqlx::query!(
-        "update outbox_lane set claimed_by = null, claimed_until = null where claimed_by = $1",
+        "update outbox.lane set claimed_by = null, claimed_until = null where claimed_by = $1",
         relay_id,
     )
     .execute(pool)
@@ -477,8 +477,8 @@ pub async fn purge_published(
     batch: i64,
 ) -> anyhow::Result<u64> {
     let done = sqlx::query!(
-        r#"delete from outbox where seq in (
-               select seq from outbox
+        r#"delete from outbox.event where seq in (
+               select seq from outbox.event
                where published_at < now() - make_interval(secs => $1)
                order by published_at
                limit $2)"#,
@@ -594,7 +594,7 @@ pub async fn list_unpublished(
                   o.attempts, o.last_error, o.next_attempt_at, l.claimed_until as "claimed_until?",
                   l.next_attempt_at as "lane_next_attempt_at?", o.parked_at, o.published_at,
                   now() as "now!"
-           from outbox o left join outbox_lane l using (aggregate_id)
+           from outbox.event o left join outbox.lane l using (aggregate_id)
            -- `attempts >= 0` (always true) selects the seq-ordered backlog index (see the migration).
            where o.published_at is null and o.attempts >= 0 and o.seq > $1
            order by o.seq
@@ -616,7 +616,7 @@ pub async fn find(pool: &PgPool, event_id: Uuid) -> anyhow::Result<Option<Outbox
                   o.attempts, o.last_error, o.next_attempt_at, l.claimed_until as "claimed_until?",
                   l.next_attempt_at as "lane_next_attempt_at?", o.parked_at, o.published_at,
                   now() as "now!"
-           from outbox o left join outbox_lane l
+           from outbox.event o left join outbox.lane l
              on l.aggregate_id = o.aggregate_id and o.published_at is null
            where o.event_id = $1"#,
         event_id,
@@ -643,7 +643,7 @@ pub async fn retry(pool: &PgPool, event_id: Uuid) -> anyhow::Result<RetryOutcome
         .await
         .context("Failed to begin a transaction")?;
     let updated = sqlx::query!(
-        r#"update outbox set parked_at = null, attempts = 0, next_attempt_at = now()
+        r#"update outbox.event set parked_at = null, attempts = 0, next_attempt_at = now()
            where event_id = $1 and published_at is null"#,
         event_id,
     )
@@ -653,8 +653,8 @@ pub async fn retry(pool: &PgPool, event_id: Uuid) -> anyhow::Result<RetryOutcome
     if updated.rows_affected() == 1 {
         // The lane waits on its head: make it due (and no longer parked) too.
         sqlx::query!(
-            r#"update outbox_lane set parked_at = null, next_attempt_at = now(), outage = false
-               where aggregate_id = (select aggregate_id from outbox where event_id = $1)"#,
+            r#"update outbox.lane set parked_at = null, next_attempt_at = now(), outage = false
+               where aggregate_id = (select aggregate_id from outbox.event where event_id = $1)"#,
             event_id,
         )
         .execute(&mut *tx)
@@ -693,10 +693,10 @@ pub async fn stats(pool: &PgPool) -> anyhow::Result<Stats> {
     // Only a lane's head can be parked, so parked lanes = parked events.
     let row = sqlx::query!(
         r#"select
-             coalesce((select sum(pending) from outbox_lane), 0)::int8 as "unpublished!",
-             (select count(*) from outbox_lane where parked_at is not null) as "parked!",
+             coalesce((select sum(pending) from outbox.lane), 0)::int8 as "unpublished!",
+             (select count(*) from outbox.lane where parked_at is not null) as "parked!",
              coalesce(extract(epoch from now() - (
-                 select created_at from outbox where published_at is null and attempts >= 0
+                 select created_at from outbox.event where published_at is null and attempts >= 0
                  order by seq limit 1
              ))::float8, 0) as "oldest!""#
     )

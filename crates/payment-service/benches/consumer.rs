@@ -17,7 +17,7 @@ use outbox::consumer::{Consumer, ConsumerArgs, Handled, Handler, Poison};
 use outbox::envelope::{EventEnvelope, FlightBookedV1, Money};
 use outbox::sqs::{Queue, QueueArgs};
 use payment_service::handler::PaymentHandler;
-use payment_service::startup::MIGRATOR;
+use payment_service::startup::MIGRATIONS;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -194,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
     let raw_queue = filled_queue(&client, "bench-raw-recv", args.events).await?;
     let raw = raw_ceiling(&raw_queue, args.events, loops).await?;
 
-    let (_, pool) = service_kit::testing::fresh_database("bench", &MIGRATOR).await?;
+    let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
     let queue = filled_queue(&client, "bench-pay", args.events).await?;
     let consumer = Arc::new(Consumer::new(
         pool.clone(),

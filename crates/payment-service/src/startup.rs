@@ -1,6 +1,6 @@
 //! Wiring: database, consumer, HTTP server, and their shutdown.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use anyhow::Context;
 use outbox::consumer::Consumer;
@@ -8,6 +8,7 @@ use outbox::metrics::ConsumerMetrics;
 use outbox::sqs::Queue;
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -15,8 +16,14 @@ use crate::api::{self, AppState};
 use crate::config::{Config, DEFAULT_DATABASE};
 use crate::handler::PaymentHandler;
 
-/// Migrations of `migrations/payment`, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/payment");
+/// The outbox crate's schema first, then `migrations/payment` (which moves what
+/// older versions kept in `public` into it), both embedded in the binary.
+pub static MIGRATIONS: LazyLock<[Migrator; 2]> = LazyLock::new(|| {
+    [
+        outbox::schema::migrator(),
+        sqlx::migrate!("../../migrations/payment"),
+    ]
+});
 
 pub struct Application {
     listener: TcpListener,
@@ -33,7 +40,7 @@ impl Application {
         } else {
             None
         };
-        let pool = service_kit::db::connect(&config.database, options, &MIGRATOR).await?;
+        let pool = service_kit::db::connect(&config.database, options, &*MIGRATIONS).await?;
 
         let metrics = ConsumerMetrics::default();
         let mut registry = Registry::default();

@@ -9,11 +9,11 @@ use sqlx::{ConnectOptions, Connection};
 use crate::config::DatabaseArgs;
 
 /// Builds the pool; with `run_migrations`, first creates the database if missing
-/// and then applies `migrator`.
+/// and then applies `migrators` in order (each keeps its own history table).
 pub async fn connect(
     args: &DatabaseArgs,
     options: PgConnectOptions,
-    migrator: &Migrator,
+    migrators: &[Migrator],
 ) -> anyhow::Result<PgPool> {
     // Every start-up failure names where it tried (never the password).
     let target = format!(
@@ -35,12 +35,20 @@ pub async fn connect(
         .await
         .with_context(|| format!("Failed to connect to the {target}"))?;
     if args.run_migrations {
+        migrate(&pool, migrators).await?;
+    }
+    Ok(pool)
+}
+
+/// Applies `migrators` in order.
+pub async fn migrate(pool: &PgPool, migrators: &[Migrator]) -> anyhow::Result<()> {
+    for migrator in migrators {
         migrator
-            .run(&pool)
+            .run(pool)
             .await
             .context("Failed to apply database migrations")?;
     }
-    Ok(pool)
+    Ok(())
 }
 
 /// Creates the database named in `options` when it does not exist yet.

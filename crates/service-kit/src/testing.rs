@@ -27,8 +27,11 @@ pub fn new_database_url(prefix: &str) -> String {
     )
 }
 
-/// Creates a new database, applies `migrator`, returns its URL and a pool.
-pub async fn fresh_database(prefix: &str, migrator: &Migrator) -> anyhow::Result<(String, PgPool)> {
+/// Creates a new database, applies `migrators`, returns its URL and a pool.
+pub async fn fresh_database(
+    prefix: &str,
+    migrators: &[Migrator],
+) -> anyhow::Result<(String, PgPool)> {
     let url = new_database_url(prefix);
     let options: sqlx::postgres::PgConnectOptions = url
         .parse()
@@ -39,8 +42,7 @@ pub async fn fresh_database(prefix: &str, migrator: &Migrator) -> anyhow::Result
         .connect_with(options)
         .await
         .context("Failed to connect to the test database")?;
-    migrator
-        .run(&pool)
+    crate::db::migrate(&pool, migrators)
         .await
         .context("Failed to migrate the test database")?;
     Ok((url, pool))

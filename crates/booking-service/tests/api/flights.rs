@@ -26,7 +26,7 @@ async fn booking_the_aws_sample_body_writes_the_flight_and_its_event() {
     let (flights, events) = app.counts().await;
     assert_eq!((flights, events), (1, 1));
     let (envelope, aggregate_id, published): (Value, Uuid, Option<chrono::DateTime<chrono::Utc>>) =
-        sqlx::query_as("select envelope, aggregate_id, published_at from outbox")
+        sqlx::query_as("select envelope, aggregate_id, published_at from outbox.event")
             .fetch_one(&app.pool)
             .await
             .unwrap();
@@ -65,7 +65,7 @@ async fn fare_and_passenger_are_kept_and_the_traceparent_is_carried() {
     let flight: Value = response.json().await.unwrap();
     assert_eq!(flight["passengerName"], "Ada Lovelace");
     assert_eq!(flight["fare"], json!({"amount": 12900, "currency": "GBP"}));
-    let envelope: Value = sqlx::query_scalar("select envelope from outbox")
+    let envelope: Value = sqlx::query_scalar("select envelope from outbox.event")
         .fetch_one(&app.pool)
         .await
         .unwrap();
@@ -80,7 +80,7 @@ async fn a_failing_outbox_insert_rolls_the_flight_back() {
     sqlx::raw_sql(
         "create function fail_outbox() returns trigger language plpgsql as $$
          begin raise exception 'injected outbox failure'; end $$;
-         create trigger fail_outbox before insert on outbox for each row execute function fail_outbox();",
+         create trigger fail_outbox before insert on outbox.event for each row execute function fail_outbox();",
     )
     .execute(&app.pool)
     .await
@@ -107,8 +107,8 @@ async fn no_event_exists_without_its_flight_and_no_flight_without_its_event() {
         app.book_sample().await;
     }
     let orphans: i64 = sqlx::query_scalar(
-        "select (select count(*) from outbox o where not exists (select 1 from flight f where f.id = o.aggregate_id))
-              + (select count(*) from flight f where not exists (select 1 from outbox o where o.aggregate_id = f.id))",
+        "select (select count(*) from outbox.event o where not exists (select 1 from flight f where f.id = o.aggregate_id))
+              + (select count(*) from flight f where not exists (select 1 from outbox.event o where o.aggregate_id = f.id))",
     )
     .fetch_one(&app.pool)
     .await

@@ -121,7 +121,7 @@ impl TestApp {
             .fetch_one(&self.pool)
             .await
             .unwrap();
-        let events: i64 = sqlx::query_scalar("select count(*) from outbox")
+        let events: i64 = sqlx::query_scalar("select count(*) from outbox.event")
             .fetch_one(&self.pool)
             .await
             .unwrap();
@@ -223,7 +223,7 @@ pub async fn enqueue_sequence(pool: &PgPool, aggregate: Uuid, from: usize, count
 
 /// Unpublished rows left.
 pub async fn unpublished(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("select count(*) from outbox where published_at is null")
+    sqlx::query_scalar("select count(*) from outbox.event where published_at is null")
         .fetch_one(pool)
         .await
         .unwrap()

@@ -6,4 +6,5 @@ mod flights;
 mod helpers;
 mod outbox_api;
 mod relay;
+mod schema;
 mod validation;

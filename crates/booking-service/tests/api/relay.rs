@@ -75,10 +75,11 @@ async fn a_booking_reaches_the_fifo_queue_with_its_envelope_and_attributes() {
     assert_eq!(messages.len(), 1);
     let message = &messages[0];
     let body: Value = serde_json::from_str(message.body().unwrap()).unwrap();
-    let (stored, event_id): (Value, Uuid) = sqlx::query_as("select envelope, event_id from outbox")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let (stored, event_id): (Value, Uuid) =
+        sqlx::query_as("select envelope, event_id from outbox.event")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(body, stored, "the body is the committed envelope");
     assert_eq!(body["payload"]["flightId"], flight["id"]);
     let attributes = message.message_attributes().unwrap();
@@ -268,7 +269,7 @@ async fn only_accepted_entries_of_a_batch_are_marked_and_the_rest_follow_in_orde
         }
     );
     let refused: Vec<(Uuid, i32, Option<String>, bool)> = sqlx::query_as(
-        "select aggregate_id, attempts, last_error, published_at is null from outbox where attempts > 0 order by seq",
+        "select aggregate_id, attempts, last_error, published_at is null from outbox.event where attempts > 0 order by seq",
     )
     .fetch_all(&app.pool)
     .await
@@ -281,7 +282,7 @@ async fn only_accepted_entries_of_a_batch_are_marked_and_the_rest_follow_in_orde
         assert!(row.3, "a refused entry is never marked published");
     }
     let published: i64 =
-        sqlx::query_scalar("select count(*) from outbox where published_at is not null")
+        sqlx::query_scalar("select count(*) from outbox.event where published_at is not null")
             .fetch_one(&app.pool)
             .await
             .unwrap();
@@ -400,19 +401,19 @@ async fn twenty_bookings_of_fifty_events_written_concurrently_go_through_three_f
     assert_eq!(unpublished(&app.pool).await, 0);
     // None was marked published before its predecessor.
     let inversions: i64 = sqlx::query_scalar(
-        "select count(*) from outbox a join outbox b
+        "select count(*) from outbox.event a join outbox.event b
            on a.aggregate_id = b.aggregate_id and a.seq < b.seq and a.published_at > b.published_at",
     )
     .fetch_one(&app.pool)
     .await
     .unwrap();
     assert_eq!(inversions, 0);
-    let retried: i64 = sqlx::query_scalar("select count(*) from outbox where attempts > 0")
+    let retried: i64 = sqlx::query_scalar("select count(*) from outbox.event where attempts > 0")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     assert!(retried > 0, "the fault injection did inject faults");
-    let lanes: i64 = sqlx::query_scalar("select count(*) from outbox_lane")
+    let lanes: i64 = sqlx::query_scalar("select count(*) from outbox.lane")
         .fetch_one(&app.pool)
         .await
         .unwrap();
@@ -672,7 +673,7 @@ async fn an_unreachable_sqs_endpoint_leaves_events_waiting_with_the_error() {
     assert_eq!(relay.run_once().await.unwrap(), Outcome::Unavailable);
 
     let (attempts, error, published): (i32, String, bool) =
-        sqlx::query_as("select attempts, last_error, published_at is not null from outbox")
+        sqlx::query_as("select attempts, last_error, published_at is not null from outbox.event")
             .fetch_one(&app.pool)
             .await
             .unwrap();
@@ -808,7 +809,7 @@ async fn a_follow_up_event_goes_as_soon_as_its_predecessor_is_recorded_not_at_th
         "the first event is in flight",
         || async {
             let claimed: bool = sqlx::query_scalar(
-                "select exists (select 1 from outbox_lane where claimed_by is not null)",
+                "select exists (select 1 from outbox.lane where claimed_by is not null)",
             )
             .fetch_one(&app.pool)
             .await

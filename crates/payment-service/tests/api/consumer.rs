@@ -83,7 +83,7 @@ async fn the_same_event_delivered_three_times_and_redelivered_is_paid_once() {
     .await;
     assert!(metrics.contains("consumer_processed_total 1"), "{metrics}");
     assert_eq!(app.payments().await, 1);
-    let inbox: i64 = sqlx::query_scalar("select count(*) from inbox")
+    let inbox: i64 = sqlx::query_scalar("select count(*) from outbox.inbox")
         .fetch_one(&app.pool)
         .await
         .unwrap();
@@ -394,7 +394,7 @@ async fn a_message_sent_during_a_long_idle_poll_is_paid_at_once() {
     )
     .await;
     assert_eq!(payment["outcome"], "APPROVED");
-    let receives: i64 = sqlx::query_scalar("select count(*) from inbox")
+    let receives: i64 = sqlx::query_scalar("select count(*) from outbox.inbox")
         .fetch_one(&app.pool)
         .await
         .unwrap();
@@ -433,7 +433,7 @@ async fn on_shutdown_the_consumer_finishes_and_deletes_what_it_holds() {
     run.await.unwrap();
 
     let handled = recorder.seen.lock().unwrap().len() as i64;
-    let inbox: i64 = sqlx::query_scalar("select count(*) from inbox")
+    let inbox: i64 = sqlx::query_scalar("select count(*) from outbox.inbox")
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -502,7 +502,7 @@ async fn a_message_that_fails_to_apply_is_retried_alone_and_the_rest_of_its_rece
     }
 
     assert_eq!((report.processed, report.failed), (4, 1));
-    let recorded: Vec<uuid::Uuid> = sqlx::query_scalar("select event_id from inbox")
+    let recorded: Vec<uuid::Uuid> = sqlx::query_scalar("select event_id from outbox.inbox")
         .fetch_all(&pool)
         .await
         .unwrap();

@@ -66,7 +66,7 @@ async fn any_name_the_api_accepts_is_relayed_and_paid() {
         .await;
     }
     let parked: i64 = sqlx::query_scalar(
-        "select count(*) from outbox where parked_at is not null or attempts > 0",
+        "select count(*) from outbox.event where parked_at is not null or attempts > 0",
     )
     .fetch_one(&booking_pool)
     .await
@@ -85,7 +85,7 @@ async fn any_name_the_api_accepts_is_relayed_and_paid() {
         .await
         .unwrap();
     assert_eq!(response.status(), 422);
-    let events: i64 = sqlx::query_scalar("select count(*) from outbox")
+    let events: i64 = sqlx::query_scalar("select count(*) from outbox.event")
         .fetch_one(&booking_pool)
         .await
         .unwrap();

@@ -207,7 +207,7 @@ pub fn new_database_url() -> String {
 
 /// A migrated payment database of its own, for tests that drive a consumer directly.
 pub async fn fresh_pool() -> PgPool {
-    service_kit::testing::fresh_database("t", &payment_service::startup::MIGRATOR)
+    service_kit::testing::fresh_database("t", &*payment_service::startup::MIGRATIONS)
         .await
         .unwrap()
         .1

@@ -1,0 +1,96 @@
+//! Upgrading a database from before the outbox crate owned its schema: what the
+//! old `public.outbox` held is carried into `outbox.event` and still relayed.
+
+use std::path::Path;
+
+use booking_service::startup::MIGRATIONS;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn an_old_outbox_is_carried_into_the_crate_schema() {
+    let url = service_kit::testing::new_database_url("upgrade");
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    service_kit::db::ensure_database(&options).await.unwrap();
+    let pool = PgPoolOptions::new().connect_with(options).await.unwrap();
+
+    // The database as the previous release left it: only the first two migrations.
+    let old = tempfile_dir();
+    for name in [
+        "20261122000001_flight_and_outbox.sql",
+        "20261202000001_outbox_lanes.sql",
+    ] {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../migrations/booking")
+            .join(name);
+        std::fs::copy(from, old.join(name)).unwrap();
+    }
+    Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let (parked, waiting) = (Uuid::now_v7(), Uuid::now_v7());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "insert into outbox (event_id, aggregate_type, aggregate_id, event_type, event_version, envelope, published_at)
+         values (gen_random_uuid(), 'flight', '{waiting}', 'Old', 1, '{{}}', now()),
+                (gen_random_uuid(), 'flight', '{waiting}', 'A', 1, '{{}}', null),
+                (gen_random_uuid(), 'flight', '{waiting}', 'B', 1, '{{}}', null),
+                (gen_random_uuid(), 'flight', '{parked}', 'C', 1, '{{}}', null);
+         update outbox set parked_at = now(), attempts = 12 where aggregate_id = '{parked}';
+         update outbox_lane set parked_at = now() where aggregate_id = '{parked}';"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    service_kit::db::migrate(&pool, &*MIGRATIONS).await.unwrap();
+
+    let events: Vec<(i64, String, Option<chrono::DateTime<chrono::Utc>>)> =
+        sqlx::query_as("select seq, event_type, parked_at from outbox.event order by seq")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let kept: Vec<_> = events
+        .iter()
+        .map(|(seq, t, _)| (*seq, t.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        [(2, "A"), (3, "B"), (4, "C")],
+        "unpublished events keep their order"
+    );
+    assert!(events[2].2.is_some(), "the parked event stays parked");
+    let lanes: Vec<(Uuid, i64, bool)> = sqlx::query_as(
+        "select aggregate_id, pending, parked_at is not null from outbox.lane order by head_seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(lanes, [(waiting, 2, false), (parked, 1, true)]);
+    let old_tables: i64 = sqlx::query_scalar(
+        "select count(*) from pg_tables where schemaname = 'public' and tablename in ('outbox', 'outbox_lane')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(old_tables, 0);
+    // New events continue after the carried ones.
+    let next: i64 = sqlx::query_scalar(
+        "insert into outbox.event (event_id, aggregate_type, aggregate_id, event_type, event_version, envelope)
+         values (gen_random_uuid(), 'flight', gen_random_uuid(), 'New', 1, '{}') returning seq",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(next > 4, "{next}");
+    pool.close().await;
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("old-migrations-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
