@@ -28,9 +28,9 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use booking_service::startup::MIGRATIONS;
 use clap::Parser;
 use futures::StreamExt;
-use outbox::metrics::RelayMetrics;
-use outbox::relay::{Relay, RelayArgs};
-use outbox::sqs::{Queue, QueueArgs, SqsPublisher};
+use outbox::relay::Relay;
+use outbox::sqs::{Queue, QueueRef, SqsPublisher};
+use service_kit::messaging::RelayArgs;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -72,17 +72,11 @@ impl Kind {
 async fn create_queue(client: &Client, prefix: &str, kind: Kind) -> anyhow::Result<String> {
     let suffix = if kind == Kind::Fifo { ".fifo" } else { "" };
     let name = format!("{prefix}-{}{suffix}", Uuid::new_v4().simple());
-    outbox::sqs::create_queue(client, &name).await
+    Ok(outbox::sqs::create_queue(client, &name).await?)
 }
 
 fn queue(client: &Client, url: &str) -> anyhow::Result<Queue> {
-    Ok(Queue::new(
-        client.clone(),
-        &QueueArgs {
-            sqs_queue_url: Some(url.to_owned()),
-            sqs_queue_name: None,
-        },
-    )?)
+    Ok(Queue::new(client.clone(), QueueRef::Url(url.to_owned()))?)
 }
 
 fn envelope(aggregate: Uuid, n: usize) -> serde_json::Value {
@@ -303,8 +297,7 @@ impl Bench {
         Ok(Arc::new(Relay::new(
             pool.clone(),
             SqsPublisher::new(queue(&self.client, url)?),
-            self.args.relay.clone(),
-            RelayMetrics::default(),
+            self.args.relay.config()?,
         )))
     }
 
@@ -549,7 +542,7 @@ fn indent(plan: &str) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    args.relay.validate()?;
+    args.relay.config()?;
     let bench = Bench {
         client: outbox::sqs::client().await,
         args,

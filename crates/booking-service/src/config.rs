@@ -4,9 +4,8 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use outbox::relay::RelayArgs;
-use outbox::sqs::QueueArgs;
 use service_kit::config::{DatabaseArgs, LogArgs};
+use service_kit::messaging::{QueueArgs, RelayArgs};
 
 /// The name of this service's database when only the PG* parts are given.
 pub const DEFAULT_DATABASE: &str = "booking";

@@ -1,7 +1,7 @@
 //! A booking request and the rules it must follow, independent of HTTP and SQL.
 
 use chrono::{DateTime, Utc};
-use outbox::envelope::Money;
+use contracts::Money;
 use serde::{Deserialize, Serialize};
 use service_kit::problem::FieldError;
 use utoipa::ToSchema;

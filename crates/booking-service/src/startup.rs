@@ -41,10 +41,11 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let options = config.database.connect_options(DEFAULT_DATABASE)?;
         let queue_client = if config.relay.relay_enabled {
-            // Validate the relay and queue settings before touching the database.
-            config.relay.validate()?;
+            // Validate the relay and queue settings before touching the database;
+            // errors name the variable.
+            let relay_config = config.relay.config()?;
             let client = outbox::sqs::client().await;
-            Some(Queue::new(client, &config.queue)?)
+            Some((Queue::new(client, config.queue.queue()?)?, relay_config))
         } else {
             None
         };
@@ -53,13 +54,11 @@ impl Application {
         let relay_metrics = RelayMetrics::default();
         let mut registry = Registry::default();
         relay_metrics.register(&mut registry);
-        let relay = queue_client.map(|queue| {
-            Arc::new(Relay::new(
-                pool.clone(),
-                SqsPublisher::new(queue),
-                config.relay.clone(),
-                relay_metrics.clone(),
-            ))
+        let relay = queue_client.map(|(queue, relay_config)| {
+            Arc::new(
+                Relay::new(pool.clone(), SqsPublisher::new(queue), relay_config)
+                    .with_metrics(relay_metrics.clone()),
+            )
         });
 
         let state = AppState {
@@ -105,7 +104,7 @@ impl Application {
             .relay
             .map(|relay| tokio::spawn(relay.run(shutdown.clone())));
         let emf = self.emf_namespace.map(|namespace| {
-            tokio::spawn(outbox::metrics::emit_emf(
+            tokio::spawn(outbox::emf::emit_emf(
                 self.pool.clone(),
                 namespace,
                 "booking-service".into(),

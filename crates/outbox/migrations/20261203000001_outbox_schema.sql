@@ -31,6 +31,9 @@ create table outbox.event (
     -- Set when the relay gave up after its maximum attempts; an operator puts the
     -- event back in line (`outbox::admin::retry`).
     parked_at           timestamptz,
+    -- The last operator retry: retries of one event are at most one a second,
+    -- so a stuck client (or a page firing it) cannot turn it into a send loop.
+    retried_at          timestamptz,
     published_at        timestamptz
 )
 -- Room on every page for the relay's updates (they change no indexed column

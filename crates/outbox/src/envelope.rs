@@ -7,36 +7,47 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The envelope every event travels in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventEnvelope {
     /// Unique per event; the FIFO deduplication id and the consumer's inbox key.
     pub event_id: Uuid,
-    #[schema(example = "FlightBooked")]
+    /// The event's type, e.g. `FlightBooked`.
+    #[cfg_attr(feature = "utoipa", schema(example = "FlightBooked"))]
     pub event_type: String,
-    #[schema(example = 1)]
+    /// The version of the type's payload.
+    #[cfg_attr(feature = "utoipa", schema(example = 1))]
     pub event_version: i32,
-    #[schema(example = "flight")]
+    /// The kind of entity it is about, e.g. `flight`.
+    #[cfg_attr(feature = "utoipa", schema(example = "flight"))]
     pub aggregate_type: String,
     /// The entity the event is about; events of one aggregate are delivered in order.
     pub aggregate_id: Uuid,
+    /// When the event was written to the outbox.
     pub occurred_at: DateTime<Utc>,
     /// W3C `traceparent` of the request that caused the event, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
     /// The event's data, shaped by `eventType` + `eventVersion`.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Object))]
     pub payload: serde_json::Value,
 }
 
 /// An event about to be written to the outbox.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// The event's type.
     pub event_type: &'static str,
+    /// The version of its payload.
     pub event_version: i32,
+    /// The kind of entity it is about.
     pub aggregate_type: &'static str,
+    /// The entity (order is kept per aggregate).
     pub aggregate_id: Uuid,
+    /// W3C `traceparent` to continue, when known.
     pub traceparent: Option<String>,
+    /// The event's data.
     pub payload: serde_json::Value,
 }
 
@@ -46,7 +57,7 @@ impl NewEvent {
         aggregate_id: Uuid,
         event: &E,
         traceparent: Option<String>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, crate::Error> {
         Ok(Self {
             event_type: E::TYPE,
             event_version: E::VERSION,
@@ -60,56 +71,39 @@ impl NewEvent {
 
 /// A typed event of the contract.
 pub trait Event: Serialize + for<'de> Deserialize<'de> {
+    /// The event type, e.g. `FlightBooked`.
     const TYPE: &'static str;
+    /// The payload version; a breaking change is a new version.
     const VERSION: i32;
+    /// The kind of entity the event is about, e.g. `flight`.
     const AGGREGATE_TYPE: &'static str;
-}
-
-/// The fare of a booking, in minor units (cents) of an ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Money {
-    /// Minor units, e.g. 12900 for 129.00.
-    #[schema(example = 12900)]
-    pub amount: i64,
-    /// ISO 4217 code, three upper-case letters.
-    #[schema(example = "EUR")]
-    pub currency: String,
-}
-
-/// `FlightBooked` v1: a flight was booked and should be paid.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FlightBookedV1 {
-    pub flight_id: Uuid,
-    pub departure_airport: String,
-    pub arrival_airport: String,
-    pub departure_date_time: DateTime<Utc>,
-    pub arrival_date_time: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub passenger_name: Option<String>,
-    pub fare: Money,
-    pub booked_at: DateTime<Utc>,
-}
-
-impl Event for FlightBookedV1 {
-    const TYPE: &'static str = "FlightBooked";
-    const VERSION: i32 = 1;
-    const AGGREGATE_TYPE: &'static str = "flight";
 }
 
 /// Why an envelope cannot be turned into a known event.
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
+    /// The body is not an envelope.
     #[error("body is not an event envelope: {0}")]
     Malformed(String),
+    /// A type this consumer does not know.
     #[error("unknown event type {0:?}")]
     UnknownType(String),
+    /// A version of a known type this consumer does not read.
     #[error("unsupported version {version} of {event_type}")]
-    UnsupportedVersion { event_type: String, version: i32 },
+    UnsupportedVersion {
+        /// The type.
+        event_type: String,
+        /// The version received.
+        version: i32,
+    },
+    /// The payload does not match the type's contract.
     #[error("payload of {event_type} v{version} does not match the contract: {reason}")]
     BadPayload {
+        /// The type.
         event_type: String,
+        /// The version.
         version: i32,
+        /// What does not match.
         reason: String,
     },
 }
@@ -127,6 +121,7 @@ impl ContractError {
 }
 
 impl EventEnvelope {
+    /// Reads an envelope from a message body.
     pub fn parse(body: &str) -> Result<Self, ContractError> {
         serde_json::from_str(body).map_err(|e| ContractError::Malformed(e.to_string()))
     }
@@ -154,20 +149,28 @@ impl EventEnvelope {
 mod tests {
     use super::*;
 
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Seated {
+        seat: String,
+    }
+
+    impl Event for Seated {
+        const TYPE: &'static str = "Seated";
+        const VERSION: i32 = 1;
+        const AGGREGATE_TYPE: &'static str = "ticket";
+    }
+
     fn sample() -> EventEnvelope {
         EventEnvelope {
             event_id: Uuid::nil(),
-            event_type: "FlightBooked".into(),
+            event_type: "Seated".into(),
             event_version: 1,
-            aggregate_type: "flight".into(),
+            aggregate_type: "ticket".into(),
             aggregate_id: Uuid::nil(),
             occurred_at: DateTime::from_timestamp(0, 0).unwrap(),
             traceparent: None,
-            payload: serde_json::json!({
-                "flightId": Uuid::nil(), "departureAirport": "Paris", "arrivalAirport": "London",
-                "departureDateTime": "2023-09-01T08:00:00Z", "arrivalDateTime": "2023-09-01T08:15:00Z",
-                "fare": {"amount": 100, "currency": "EUR"}, "bookedAt": "2023-08-01T00:00:00Z"
-            }),
+            payload: serde_json::json!({"seat": "12A"}),
         }
     }
 
@@ -182,28 +185,26 @@ mod tests {
     }
 
     #[test]
-    fn decode_checks_type_and_version() {
-        let event: FlightBookedV1 = sample().decode().unwrap();
-        assert_eq!(event.fare.amount, 100);
+    fn decode_checks_type_version_and_payload() {
+        let event: Seated = sample().decode().unwrap();
+        assert_eq!(event.seat, "12A");
 
         let mut other = sample();
-        other.event_type = "FlightCancelled".into();
+        other.event_type = "Unseated".into();
         assert!(matches!(
-            other.decode::<FlightBookedV1>(),
+            other.decode::<Seated>(),
             Err(ContractError::UnknownType(_))
         ));
-
         let mut v2 = sample();
         v2.event_version = 2;
         assert!(matches!(
-            v2.decode::<FlightBookedV1>(),
+            v2.decode::<Seated>(),
             Err(ContractError::UnsupportedVersion { .. })
         ));
-
         let mut bad = sample();
-        bad.payload = serde_json::json!({"flightId": 5});
+        bad.payload = serde_json::json!({"seat": 5});
         assert!(matches!(
-            bad.decode::<FlightBookedV1>(),
+            bad.decode::<Seated>(),
             Err(ContractError::BadPayload { .. })
         ));
         assert!(matches!(

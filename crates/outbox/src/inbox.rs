@@ -5,14 +5,19 @@
 
 use std::collections::HashSet;
 
-use anyhow::Context;
-use sqlx::PgConnection;
+use crate::error::{DbContext, Error};
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// One event to record.
 pub struct Entry<'a> {
+    /// The event's id (the inbox key).
     pub event_id: Uuid,
+    /// Its type (for operators).
     pub event_type: &'a str,
+    /// The broker's message id (for operators).
     pub message_id: &'a str,
 }
 
@@ -25,7 +30,7 @@ pub struct Entry<'a> {
 pub async fn record(
     conn: &mut PgConnection,
     entries: &[Entry<'_>],
-) -> anyhow::Result<HashSet<Uuid>> {
+) -> Result<HashSet<Uuid>, Error> {
     if entries.is_empty() {
         return Ok(HashSet::new());
     }
@@ -43,16 +48,36 @@ pub async fn record(
     )
     .fetch_all(conn)
     .await
-    .context("Failed to record the events in the inbox")?;
+    .db("Failed to record the events in the inbox")?;
     Ok(new.into_iter().collect())
 }
 
 /// Takes an event back out of the inbox, within the caller's transaction, when
 /// its effect could not be applied after all: it must look new when it returns.
-pub async fn forget(conn: &mut PgConnection, event_id: Uuid) -> anyhow::Result<()> {
+pub async fn forget(conn: &mut PgConnection, event_id: Uuid) -> Result<(), Error> {
     sqlx::query!("delete from outbox.inbox where event_id = $1", event_id)
         .execute(conn)
         .await
-        .context("Failed to remove the event from the inbox")?;
+        .db("Failed to remove the event from the inbox")?;
     Ok(())
+}
+
+/// Forgets up to `limit` entries recorded more than `retention` ago, oldest
+/// first; returns how many. Once an entry is gone a copy of its event would be
+/// applied again, so `retention` must outlast every way a copy can still
+/// arrive: the queue's retention, plus the DLQ's if messages are redriven.
+pub async fn purge(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64, Error> {
+    let deleted = sqlx::query!(
+        r#"delete from outbox.inbox where event_id in (
+               select event_id from outbox.inbox
+               where received_at < now() - make_interval(secs => $1)
+               order by received_at
+               limit $2)"#,
+        retention.as_secs_f64(),
+        limit,
+    )
+    .execute(pool)
+    .await
+    .db("Failed to purge the inbox")?;
+    Ok(deleted.rows_affected())
 }

@@ -6,35 +6,36 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
-use clap::Args;
 use tokio::sync::RwLock;
 
+use crate::publish::{BatchOutcome, FailureReason, Publisher, SendError};
 use crate::store::Claimed;
 
-/// Which queue to use.
-#[derive(Debug, Clone, Args)]
-pub struct QueueArgs {
-    /// Queue URL. A name ending in `.fifo` makes it a FIFO queue (the default
-    /// set-up); any other is treated as a standard queue.
-    #[arg(long, env = "SQS_QUEUE_URL", conflicts_with = "sqs_queue_name")]
-    pub sqs_queue_url: Option<String>,
-    /// Queue name, resolved with GetQueueUrl (and again after QueueDoesNotExist).
-    #[arg(long, env = "SQS_QUEUE_NAME")]
-    pub sqs_queue_name: Option<String>,
+/// Which queue: by URL, or by name (resolved with GetQueueUrl, and again after
+/// SQS says it does not exist, so a re-created queue is found). A name or URL
+/// ending in `.fifo` is a FIFO queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueRef {
+    /// `https://sqs.<region>.amazonaws.com/<account>/<name>`.
+    Url(String),
+    /// The queue's name.
+    Name(String),
 }
 
-/// A queue configuration that cannot work.
-#[derive(Debug, thiserror::Error)]
+/// A queue reference that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueueConfigError {
-    #[error("no queue configured: set SQS_QUEUE_URL or SQS_QUEUE_NAME")]
-    Missing,
-    #[error("SQS_QUEUE_URL {0:?} is not an http(s) URL")]
+    /// An empty name.
+    #[error("the queue name is empty")]
+    EmptyName,
+    /// Not an http(s) URL.
+    #[error("queue URL {0:?} is not an http(s) URL")]
     BadUrl(String),
 }
 
@@ -69,16 +70,17 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(client: Client, args: &QueueArgs) -> Result<Self, QueueConfigError> {
-        let (name, url) = match (&args.sqs_queue_url, &args.sqs_queue_name) {
-            (Some(url), _) => {
+    /// The queue `which`, reached with `client`.
+    pub fn new(client: Client, which: QueueRef) -> Result<Self, QueueConfigError> {
+        let (name, url) = match which {
+            QueueRef::Url(url) => {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(QueueConfigError::BadUrl(url.clone()));
+                    return Err(QueueConfigError::BadUrl(url));
                 }
-                (None, Some(url.clone()))
+                (None, Some(url))
             }
-            (None, Some(name)) if !name.trim().is_empty() => (Some(name.clone()), None),
-            _ => return Err(QueueConfigError::Missing),
+            QueueRef::Name(name) if !name.trim().is_empty() => (Some(name), None),
+            QueueRef::Name(_) => return Err(QueueConfigError::EmptyName),
         };
         let fifo = name
             .as_deref()
@@ -93,10 +95,12 @@ impl Queue {
         })
     }
 
+    /// The SQS client.
     pub fn client(&self) -> &Client {
         &self.client
     }
 
+    /// Whether this is a FIFO queue (a `.fifo` name or URL).
     pub fn is_fifo(&self) -> bool {
         self.fifo
     }
@@ -146,46 +150,8 @@ impl Queue {
     }
 }
 
-/// Why a send failed, as a metrics label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureReason {
-    QueueDoesNotExist,
-    AccessDenied,
-    Throttled,
-    Unreachable,
-    Rejected,
-    Other,
-}
-
-impl FailureReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::QueueDoesNotExist => "queue_does_not_exist",
-            Self::AccessDenied => "access_denied",
-            Self::Throttled => "throttled",
-            Self::Unreachable => "unreachable",
-            Self::Rejected => "rejected",
-            Self::Other => "other",
-        }
-    }
-}
-
-/// A failed call (the whole batch) or a failed entry.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct SendError {
-    pub reason: FailureReason,
-    pub message: String,
-}
-
 impl SendError {
-    pub fn new(reason: FailureReason, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-
+    /// Classifies an SDK error: unreachable, denied, queue gone, throttled or other.
     pub fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -222,77 +188,6 @@ fn classify(code: Option<&str>) -> FailureReason {
     }
 }
 
-/// What happened to each message of a batch, in the order given.
-pub type BatchOutcome = Vec<Result<(), SendError>>;
-
-/// Sends a batch of claimed outbox rows somewhere. The relay depends on this
-/// trait, so tests can wrap the real SQS publisher to inject faults.
-pub trait Publisher: Send + Sync + 'static {
-    /// Sends up to 10 messages in one call. `Err` means nothing was sent (the
-    /// call failed as a whole); `Ok` carries one result per message, because
-    /// SQS accepts or refuses each entry of a batch separately.
-    fn publish(
-        &self,
-        batch: &[Claimed],
-    ) -> impl Future<Output = Result<BatchOutcome, SendError>> + Send;
-}
-
-/// SQS's limits for one SendMessageBatch call.
-pub const MAX_BATCH_ENTRIES: usize = 10;
-pub const MAX_BATCH_BYTES: usize = 256 * 1024;
-
-/// Packs claimed runs into batches SQS accepts (at most 10 entries and 256 KiB of
-/// bodies plus attributes per call) without ever splitting one aggregate's run
-/// across two batches: two batches of one aggregate in flight at once could
-/// arrive in either order. `rows` come lane by lane (see [`crate::store::claim`]);
-/// a run too big for one batch is cut to the prefix that fits, and the rest
-/// waits for the next claim of its lane. A single event too big for SQS travels
-/// alone (SQS refuses it; it is parked, visible to an operator; new events that
-/// big are refused when written).
-pub fn split_batches(rows: Vec<Claimed>) -> Vec<Vec<Claimed>> {
-    let mut batches: Vec<Vec<Claimed>> = Vec::new();
-    let mut current: Vec<Claimed> = Vec::new();
-    let mut bytes = 0;
-    let mut rows = rows.into_iter().peekable();
-    while let Some(first) = rows.next() {
-        // The run of `first`'s lane, cut to what fits in one batch.
-        let mut run_bytes = message_size(&first);
-        let mut run = vec![first];
-        while let Some(next) = rows.next_if(|r| r.aggregate_id == run[0].aggregate_id) {
-            let size = message_size(&next);
-            if run.len() < MAX_BATCH_ENTRIES && run_bytes + size <= MAX_BATCH_BYTES {
-                run_bytes += size;
-                run.push(next);
-            }
-        }
-        if !current.is_empty()
-            && (current.len() + run.len() > MAX_BATCH_ENTRIES
-                || bytes + run_bytes > MAX_BATCH_BYTES)
-        {
-            batches.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += run_bytes;
-        current.extend(run);
-    }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    batches
-}
-
-/// Body plus attribute names, types and values, as SQS counts them.
-fn message_size(row: &Claimed) -> usize {
-    let attributes = ("eventType".len() + "String".len() + row.event_type.len())
-        + ("eventVersion".len() + "Number".len() + 10)
-        + ("contentType".len() + "String".len() + "application/json".len())
-        + row
-            .traceparent
-            .as_ref()
-            .map_or(0, |t| "traceparent".len() + "String".len() + t.len());
-    row.body.len() + attributes
-}
-
 /// Publishes to SQS with SendMessageBatch. On a FIFO queue the aggregate id is
 /// the message group (order per booking) and the event id the deduplication id
 /// (a re-send after a crash within 5 minutes is dropped by SQS itself).
@@ -302,6 +197,7 @@ pub struct SqsPublisher {
 }
 
 impl SqsPublisher {
+    /// Publishes to `queue`.
     pub fn new(queue: Queue) -> Self {
         Self { queue }
     }
@@ -436,7 +332,8 @@ pub fn dead_letter_queue_name(policy: &str) -> Option<String> {
 }
 
 /// What a DLQ redrive found or did.
-#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Redrive {
     /// The dead-letter queue (from the source queue's redrive policy).
@@ -445,6 +342,7 @@ pub struct Redrive {
     pub waiting: i64,
     /// Messages moved back to the source queue (0 on a dry run).
     pub moved: i64,
+    /// Only counted, nothing moved.
     pub dry_run: bool,
 }
 
@@ -579,21 +477,21 @@ pub(crate) fn delete_entries<'h>(
 }
 
 /// Creates a queue (tests, benchmarks and local set-up). FIFO when the name ends in `.fifo`.
-pub async fn create_queue(client: &Client, name: &str) -> anyhow::Result<String> {
+pub async fn create_queue(client: &Client, name: &str) -> Result<String, SendError> {
     let mut request = client.create_queue().queue_name(name);
     if name.ends_with(".fifo") {
         request = request.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
     }
-    let output = request
-        .send()
-        .await
-        .with_context(|| format!("Failed to create queue {name}"))?;
-    output.queue_url.context("CreateQueue returned no URL")
+    let output = request.send().await.map_err(SendError::from_sdk)?;
+    output
+        .queue_url
+        .ok_or_else(|| SendError::new(FailureReason::Other, "CreateQueue returned no URL"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish::split_batches;
     use uuid::Uuid;
 
     fn run(aggregate: Uuid, events: usize, body_bytes: usize) -> Vec<Claimed> {

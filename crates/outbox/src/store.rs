@@ -30,7 +30,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use crate::error::{DbContext, Error};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -45,7 +45,7 @@ pub const MAX_EVENT_BYTES: usize = 255 * 1024;
 /// Writes `event` to the outbox on the caller's connection — pass the business
 /// transaction (`&mut *tx`) so the event commits or rolls back with the change.
 #[tracing::instrument(skip_all, fields(event_type = event.event_type, aggregate_id = %event.aggregate_id))]
-pub async fn enqueue(conn: &mut PgConnection, event: NewEvent) -> anyhow::Result<EventEnvelope> {
+pub async fn enqueue(conn: &mut PgConnection, event: NewEvent) -> Result<EventEnvelope, Error> {
     let envelope = EventEnvelope {
         event_id: Uuid::now_v7(),
         event_type: event.event_type.to_owned(),
@@ -56,13 +56,15 @@ pub async fn enqueue(conn: &mut PgConnection, event: NewEvent) -> anyhow::Result
         traceparent: event.traceparent,
         payload: event.payload,
     };
-    let json = serde_json::to_value(&envelope).context("Failed to serialise the event envelope")?;
+    let json = serde_json::to_value(&envelope)?;
     // Refused here, in the writer's transaction, rather than parked forever by SQS.
     let size = wire_body(&json.to_string()).len();
-    anyhow::ensure!(
-        size <= MAX_EVENT_BYTES,
-        "the event is {size} bytes on the wire, over the {MAX_EVENT_BYTES}-byte limit of one SQS message"
-    );
+    if size > MAX_EVENT_BYTES {
+        return Err(Error::EventTooLarge {
+            size,
+            max: MAX_EVENT_BYTES,
+        });
+    }
     sqlx::query!(
         r#"insert into outbox.event (event_id, aggregate_type, aggregate_id, event_type, event_version, envelope, traceparent, created_at)
            values ($1, $2, $3, $4, $5, $6, $7, $8)"#,
@@ -77,22 +79,30 @@ pub async fn enqueue(conn: &mut PgConnection, event: NewEvent) -> anyhow::Result
     )
     .execute(conn)
     .await
-    .context("Failed to insert the event into the outbox")?;
+    .db("Failed to insert the event into the outbox")?;
     Ok(envelope)
 }
 
 /// An event the relay claimed (through its lane) and now owns until the lease ends.
 #[derive(Debug, Clone)]
 pub struct Claimed {
+    /// Position in the outbox.
     pub seq: i64,
+    /// The event's id.
     pub event_id: Uuid,
+    /// Its aggregate (the lane).
     pub aggregate_id: Uuid,
+    /// Its type.
     pub event_type: String,
+    /// Its payload version.
     pub event_version: i32,
     /// The envelope as it goes on the wire: JSON in plain ASCII (see [`wire_body`]).
     pub body: String,
+    /// W3C trace context of the writer.
     pub traceparent: Option<String>,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
+    /// Failed attempts so far.
     pub attempts: i32,
 }
 
@@ -145,11 +155,8 @@ pub async fn claim(
     size: ClaimSize,
     lease: Duration,
     ignore_outage: bool,
-) -> anyhow::Result<Vec<Claimed>> {
-    let mut tx = pool
-        .begin()
-        .await
-        .context("Failed to begin a transaction")?;
+) -> Result<Vec<Claimed>, Error> {
+    let mut tx = pool.begin().await.db("Failed to begin a transaction")?;
     relaxed_commit(&mut tx).await?;
     let mut rows = sqlx::query_as::<_, ClaimedRow>(CLAIM_SQL)
         .bind(size.lanes)
@@ -159,8 +166,8 @@ pub async fn claim(
         .bind(ignore_outage)
         .fetch_all(&mut *tx)
         .await
-        .context("Failed to claim outbox lanes")?;
-    tx.commit().await.context("Failed to commit the claim")?;
+        .db("Failed to claim outbox lanes")?;
+    tx.commit().await.db("Failed to commit the claim")?;
     rows.sort_by_key(|r| (r.lane_order, r.aggregate_id, r.seq));
     Ok(rows.into_iter().map(Claimed::from).collect())
 }
@@ -221,6 +228,7 @@ pub fn wire_body(json: &str) -> String {
 /// The relay's result for one claimed lane.
 #[derive(Debug, Clone)]
 pub struct LaneResult {
+    /// The lane.
     pub aggregate_id: Uuid,
     /// Events of the run SQS accepted.
     pub published: Vec<i64>,
@@ -232,8 +240,11 @@ pub struct LaneResult {
 /// An event SQS did not accept, and when to try it again.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// The event that failed.
     pub seq: i64,
+    /// Why.
     pub error: String,
+    /// When its lane is due again.
     pub retry_in: Duration,
     /// Whether this failure counts towards parking. Only SQS refusing *this*
     /// event does; an outage (unreachable, denied, queue gone, throttled) is no
@@ -250,16 +261,23 @@ pub struct Recorded {
     pub failed: Vec<FailedEvent>,
 }
 
+/// An event the recording flipped to published.
 #[derive(Debug, Clone)]
 pub struct PublishedEvent {
+    /// Its position.
     pub seq: i64,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
 }
 
+/// An event whose send failed, as recorded.
 #[derive(Debug, Clone)]
 pub struct FailedEvent {
+    /// Its id.
     pub event_id: Uuid,
+    /// Failed attempts, this one included.
     pub attempts: i32,
+    /// Parked by this failure.
     pub parked: bool,
     /// The whole call failed (an outage), not this event.
     pub outage: bool,
@@ -279,11 +297,8 @@ pub async fn record(
     relay_id: Uuid,
     results: &[LaneResult],
     max_attempts: i32,
-) -> anyhow::Result<Recorded> {
-    let mut tx = pool
-        .begin()
-        .await
-        .context("Failed to begin a transaction")?;
+) -> Result<Recorded, Error> {
+    let mut tx = pool.begin().await.db("Failed to begin a transaction")?;
     relaxed_commit(&mut tx).await?;
     let seqs: Vec<i64> = results
         .iter()
@@ -321,7 +336,7 @@ pub async fn record(
         )
         .fetch_all(&mut *tx)
         .await
-        .context("Failed to mark outbox events published")?
+        .db("Failed to mark outbox events published")?
     };
 
     // Lanes whose whole run went and that still hold events: released (due at
@@ -353,7 +368,7 @@ pub async fn record(
         )
         .execute(&mut *tx)
         .await
-        .context("Failed to release outbox lanes")?;
+        .db("Failed to release outbox lanes")?;
     }
 
     let failures: Vec<(Uuid, &Failure)> = results
@@ -410,11 +425,9 @@ pub async fn record(
         )
         .fetch_all(&mut *tx)
         .await
-        .context("Failed to record failed outbox sends")?
+        .db("Failed to record failed outbox sends")?
     };
-    tx.commit()
-        .await
-        .context("Failed to commit the send results")?;
+    tx.commit().await.db("Failed to commit the send results")?;
     Ok(Recorded { published, failed })
 }
 
@@ -424,16 +437,16 @@ pub async fn record(
 /// deduplication and the consumer's inbox already absorb — and every claim and
 /// result is one fsync shorter: lower latency for the next event of a booking.
 /// The writers' transactions (the events themselves) are never relaxed.
-async fn relaxed_commit(tx: &mut PgConnection) -> anyhow::Result<()> {
+async fn relaxed_commit(tx: &mut PgConnection) -> Result<(), Error> {
     sqlx::query("set local synchronous_commit = off")
         .execute(tx)
         .await
-        .context("Failed to relax the commit")?;
+        .db("Failed to relax the commit")?;
     Ok(())
 }
 
 /// Extends the lease of every lane `relay_id` holds; returns how many.
-pub async fn renew(pool: &PgPool, relay_id: Uuid, lease: Duration) -> anyhow::Result<u64> {
+pub async fn renew(pool: &PgPool, relay_id: Uuid, lease: Duration) -> Result<u64, Error> {
     let done = sqlx::query!(
         "update outbox.lane set claimed_until = now() + make_interval(secs => $2) where claimed_by = $1",
         relay_id,
@@ -441,41 +454,37 @@ pub async fn renew(pool: &PgPool, relay_id: Uuid, lease: Duration) -> anyhow::Re
     )
     .execute(pool)
     .await
-    .context("Failed to renew outbox leases")?;
+    .db("Failed to renew outbox leases")?;
     Ok(done.rows_affected())
 }
 
 /// SQS answers again: every lane that backs off because of an outage (not
 /// because SQS refused its event) is due now. Returns how many.
-pub async fn end_outage(pool: &PgPool) -> anyhow::Result<u64> {
+pub async fn end_outage(pool: &PgPool) -> Result<u64, Error> {
     let done = sqlx::query!(
         "update outbox.lane set next_attempt_at = now(), outage = false where outage",
     )
     .execute(pool)
     .await
-    .context("Failed to release the outbox lanes held back by the outage")?;
+    .db("Failed to release the outbox lanes held back by the outage")?;
     Ok(done.rows_affected())
 }
 
 /// Gives back every lane `relay_id` still holds (on shutdown), so other relays
 /// need not wait for the lease to run out.
-pub async fn release(pool: &PgPool, relay_id: Uuid) -> anyhow::Result<u64> {
+pub async fn release(pool: &PgPool, relay_id: Uuid) -> Result<u64, Error> {
     let done = sqlx::query!(
         "update outbox.lane set claimed_by = null, claimed_until = null where claimed_by = $1",
         relay_id,
     )
     .execute(pool)
     .await
-    .context("Failed to release outbox lanes")?;
+    .db("Failed to release outbox lanes")?;
     Ok(done.rows_affected())
 }
 
 /// Deletes up to `batch` rows published more than `retention` ago; returns how many.
-pub async fn purge_published(
-    pool: &PgPool,
-    retention: Duration,
-    batch: i64,
-) -> anyhow::Result<u64> {
+pub async fn purge_published(pool: &PgPool, retention: Duration, batch: i64) -> Result<u64, Error> {
     let done = sqlx::query!(
         r#"delete from outbox.event where seq in (
                select seq from outbox.event
@@ -487,12 +496,13 @@ pub async fn purge_published(
     )
     .execute(pool)
     .await
-    .context("Failed to delete published outbox rows")?;
+    .db("Failed to delete published outbox rows")?;
     Ok(done.rows_affected())
 }
 
 /// Where an unpublished event stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeliveryState {
     /// Waiting for the relay (or for an earlier event of the same aggregate).
@@ -506,18 +516,25 @@ pub enum DeliveryState {
 }
 
 /// An event still in the outbox, with its delivery state.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxEntry {
     /// Position in the outbox (the order events are sent in, per aggregate).
     pub seq: i64,
+    /// The event's id.
     pub event_id: Uuid,
-    #[schema(example = "FlightBooked")]
+    /// Its type.
+    #[cfg_attr(feature = "utoipa", schema(example = "FlightBooked"))]
     pub event_type: String,
+    /// Its payload version.
     pub event_version: i32,
-    #[schema(example = "flight")]
+    /// The kind of aggregate.
+    #[cfg_attr(feature = "utoipa", schema(example = "flight"))]
     pub aggregate_type: String,
+    /// The aggregate.
     pub aggregate_id: Uuid,
+    /// When it was written.
     pub created_at: DateTime<Utc>,
     /// `PENDING`: waiting for the relay, or for an earlier event of its aggregate
     /// to be published first. `IN_FLIGHT`: a relay holds its aggregate and is
@@ -530,8 +547,11 @@ pub struct OutboxEntry {
     pub attempts: i32,
     /// The error of the last failed attempt.
     pub last_error: Option<String>,
+    /// When the relay tries it next.
     pub next_attempt_at: DateTime<Utc>,
+    /// When it was parked, if it is.
     pub parked_at: Option<DateTime<Utc>>,
+    /// When SQS accepted it, if it did.
     pub published_at: Option<DateTime<Utc>>,
 }
 
@@ -587,7 +607,7 @@ pub async fn list_unpublished(
     pool: &PgPool,
     after_seq: i64,
     limit: i64,
-) -> anyhow::Result<Vec<OutboxEntry>> {
+) -> Result<Vec<OutboxEntry>, Error> {
     let rows = sqlx::query_as!(
         EntryRow,
         r#"select o.seq, o.event_id, o.event_type, o.event_version, o.aggregate_type, aggregate_id, o.created_at,
@@ -604,12 +624,12 @@ pub async fn list_unpublished(
     )
     .fetch_all(pool)
     .await
-    .context("Failed to list the outbox")?;
+    .db("Failed to list the outbox")?;
     Ok(rows.into_iter().map(OutboxEntry::from).collect())
 }
 
 /// One event by id, published or not (until retention removes it).
-pub async fn find(pool: &PgPool, event_id: Uuid) -> anyhow::Result<Option<OutboxEntry>> {
+pub async fn find(pool: &PgPool, event_id: Uuid) -> Result<Option<OutboxEntry>, Error> {
     let row = sqlx::query_as!(
         EntryRow,
         r#"select o.seq, o.event_id, o.event_type, o.event_version, o.aggregate_type, o.aggregate_id, o.created_at,
@@ -623,7 +643,7 @@ pub async fn find(pool: &PgPool, event_id: Uuid) -> anyhow::Result<Option<Outbox
     )
     .fetch_optional(pool)
     .await
-    .context("Failed to look up the outbox event")?;
+    .db("Failed to look up the outbox event")?;
     Ok(row.map(OutboxEntry::from))
 }
 
@@ -632,24 +652,33 @@ pub async fn find(pool: &PgPool, event_id: Uuid) -> anyhow::Result<Option<Outbox
 pub enum RetryOutcome {
     /// Back in line, due now, with a fresh set of attempts.
     Requeued(OutboxEntry),
+    /// Published already: nothing to retry.
     AlreadyPublished,
+    /// Retried less than [`RETRY_INTERVAL`] ago: refused, unchanged.
+    TooSoon(OutboxEntry),
+    /// No such event (or retention deleted it).
     NotFound,
 }
 
+/// The least time between two retries of one event.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Puts a parked (or backing-off) event back in line now and wakes the relays.
-pub async fn retry(pool: &PgPool, event_id: Uuid) -> anyhow::Result<RetryOutcome> {
-    let mut tx = pool
-        .begin()
-        .await
-        .context("Failed to begin a transaction")?;
+/// Each retry resets the event's backoff, so retries of one event are limited
+/// to one per [`RETRY_INTERVAL`].
+pub async fn retry(pool: &PgPool, event_id: Uuid) -> Result<RetryOutcome, Error> {
+    let mut tx = pool.begin().await.db("Failed to begin a transaction")?;
     let updated = sqlx::query!(
-        r#"update outbox.event set parked_at = null, attempts = 0, next_attempt_at = now()
-           where event_id = $1 and published_at is null"#,
+        r#"update outbox.event
+           set parked_at = null, attempts = 0, next_attempt_at = now(), retried_at = now()
+           where event_id = $1 and published_at is null
+             and (retried_at is null or retried_at <= now() - make_interval(secs => $2))"#,
         event_id,
+        RETRY_INTERVAL.as_secs_f64(),
     )
     .execute(&mut *tx)
     .await
-    .context("Failed to requeue the outbox event")?;
+    .db("Failed to requeue the outbox event")?;
     if updated.rows_affected() == 1 {
         // The lane waits on its head: make it due (and no longer parked) too.
         sqlx::query!(
@@ -659,19 +688,18 @@ pub async fn retry(pool: &PgPool, event_id: Uuid) -> anyhow::Result<RetryOutcome
         )
         .execute(&mut *tx)
         .await
-        .context("Failed to requeue the outbox lane")?;
+        .db("Failed to requeue the outbox lane")?;
         sqlx::query!("select pg_notify('outbox_events', '')")
             .execute(&mut *tx)
             .await
-            .context("Failed to wake the relays")?;
+            .db("Failed to wake the relays")?;
     }
-    tx.commit().await.context("Failed to commit the requeue")?;
+    tx.commit().await.db("Failed to commit the requeue")?;
     match find(pool, event_id).await? {
         None => Ok(RetryOutcome::NotFound),
-        Some(entry) if entry.published_at.is_some() && updated.rows_affected() == 0 => {
-            Ok(RetryOutcome::AlreadyPublished)
-        }
-        Some(entry) => Ok(RetryOutcome::Requeued(entry)),
+        Some(entry) if updated.rows_affected() == 1 => Ok(RetryOutcome::Requeued(entry)),
+        Some(entry) if entry.published_at.is_some() => Ok(RetryOutcome::AlreadyPublished),
+        Some(entry) => Ok(RetryOutcome::TooSoon(entry)),
     }
 }
 
@@ -680,6 +708,7 @@ pub async fn retry(pool: &PgPool, event_id: Uuid) -> anyhow::Result<RetryOutcome
 pub struct Stats {
     /// Unpublished and not parked.
     pub pending: i64,
+    /// Parked (waiting for an operator).
     pub parked: i64,
     /// Age of the oldest unpublished event, parked ones included (a parked
     /// event is a backlog too): 0 when none.
@@ -689,7 +718,7 @@ pub struct Stats {
 /// Reads the lanes (one row per aggregate with a backlog) and one index entry,
 /// however many events are pending and however many published rows retention
 /// still keeps.
-pub async fn stats(pool: &PgPool) -> anyhow::Result<Stats> {
+pub async fn stats(pool: &PgPool) -> Result<Stats, Error> {
     // Only a lane's head can be parked, so parked lanes = parked events.
     let row = sqlx::query!(
         r#"select
@@ -702,7 +731,7 @@ pub async fn stats(pool: &PgPool) -> anyhow::Result<Stats> {
     )
     .fetch_one(pool)
     .await
-    .context("Failed to read outbox statistics")?;
+    .db("Failed to read outbox statistics")?;
     Ok(Stats {
         pending: (row.unpublished - row.parked).max(0),
         parked: row.parked,

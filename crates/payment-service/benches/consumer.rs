@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
 use clap::Parser;
+use contracts::{FlightBookedV1, Money};
 use futures::StreamExt;
-use outbox::consumer::{Consumer, ConsumerArgs, Handled, Handler, Poison};
-use outbox::envelope::{EventEnvelope, FlightBookedV1, Money};
-use outbox::sqs::{Queue, QueueArgs};
+use outbox::consumer::Consumer;
+use outbox::envelope::EventEnvelope;
+use outbox::sqs::{Queue, QueueRef};
+use outbox::{Handled, Handler, HandlerError, Poison};
 use payment_service::handler::PaymentHandler;
 use payment_service::startup::MIGRATIONS;
+use service_kit::messaging::ConsumerArgs;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -96,13 +99,7 @@ async fn filled_queue(
     for r in results {
         r?;
     }
-    Ok(Queue::new(
-        client.clone(),
-        &QueueArgs {
-            sqs_queue_url: Some(url),
-            sqs_queue_name: None,
-        },
-    )?)
+    Ok(Queue::new(client.clone(), QueueRef::Url(url))?)
 }
 
 /// Applies nothing: the consumer loop's own ceiling (receive, inbox, commit, delete).
@@ -120,7 +117,7 @@ impl Handler for Discard {
         _tx: &mut sqlx::PgConnection,
         _envelope: &EventEnvelope,
         _event: &(),
-    ) -> anyhow::Result<Handled> {
+    ) -> Result<Handled, HandlerError> {
         Ok(Handled::Processed)
     }
 }
@@ -200,8 +197,7 @@ async fn main() -> anyhow::Result<()> {
         pool.clone(),
         queue,
         PaymentHandler::new(500_000),
-        consumer_args.clone(),
-        Default::default(),
+        consumer_args.config()?,
     ));
     let shutdown = CancellationToken::new();
     let started = Instant::now();
@@ -224,8 +220,7 @@ async fn main() -> anyhow::Result<()> {
         pool.clone(),
         loop_queue.clone(),
         Discard,
-        consumer_args,
-        Default::default(),
+        consumer_args.config()?,
     ));
     let shutdown = CancellationToken::new();
     let started = Instant::now();

@@ -261,7 +261,7 @@ pub async fn redrive_dlq(
             );
             Json(report).into_response()
         }
-        Err(e) if e.reason == outbox::sqs::FailureReason::Other => Problem::new(
+        Err(e) if e.reason == outbox::publish::FailureReason::Other => Problem::new(
             axum::http::StatusCode::CONFLICT,
             "no-dlq",
             "No dead-letter queue",

@@ -4,9 +4,8 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use outbox::consumer::ConsumerArgs;
-use outbox::sqs::QueueArgs;
 use service_kit::config::{DatabaseArgs, LogArgs};
+use service_kit::messaging::{ConsumerArgs, QueueArgs};
 
 /// The name of this service's database when only the PG* parts are given.
 pub const DEFAULT_DATABASE: &str = "payment";
@@ -25,9 +24,6 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_DECLINE_ABOVE", default_value_t = 500_000,
           value_parser = clap::value_parser!(i64).range(0..))]
     pub payment_decline_above: i64,
-    /// Consume the queue in this process (off: API only).
-    #[arg(long, env = "CONSUMER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
-    pub consumer_enabled: bool,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

@@ -3,8 +3,9 @@
 //! same transaction, and deletes the message only after it commits; so a
 //! redelivered event never reaches this code twice.
 
-use outbox::consumer::{Handled, Handler, Poison};
-use outbox::envelope::{EventEnvelope, FlightBookedV1};
+use contracts::FlightBookedV1;
+use outbox::envelope::EventEnvelope;
+use outbox::{Handled, Handler, HandlerError, Poison};
 use sqlx::PgConnection;
 
 use crate::payments;
@@ -45,7 +46,7 @@ impl Handler for PaymentHandler {
         tx: &mut PgConnection,
         envelope: &EventEnvelope,
         event: &FlightBookedV1,
-    ) -> anyhow::Result<Handled> {
+    ) -> Result<Handled, HandlerError> {
         let (outcome, reason) = payments::decide(event, self.decline_above);
         if !payments::record(tx, envelope.event_id, event, outcome, reason.as_deref()).await? {
             tracing::warn!(event_id = %envelope.event_id, flight_id = %event.flight_id,

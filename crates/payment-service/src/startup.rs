@@ -35,8 +35,11 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let options = config.database.connect_options(DEFAULT_DATABASE)?;
-        let queue = if config.consumer_enabled {
-            Some(Queue::new(outbox::sqs::client().await, &config.queue)?)
+        let queue = if config.consumer.consumer_enabled {
+            // Validated before touching the database; errors name the variable.
+            let consumer_config = config.consumer.config()?;
+            let queue = Queue::new(outbox::sqs::client().await, config.queue.queue()?)?;
+            Some((queue, consumer_config))
         } else {
             None
         };
@@ -45,16 +48,12 @@ impl Application {
         let metrics = ConsumerMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let consumer_queue = queue.clone();
-        let consumer = queue.map(|queue| {
+        let consumer_queue = queue.as_ref().map(|(queue, _)| queue.clone());
+        let consumer = queue.map(|(queue, consumer_config)| {
             let handler = PaymentHandler::new(config.payment_decline_above);
-            Arc::new(Consumer::new(
-                pool.clone(),
-                queue,
-                handler,
-                config.consumer.clone(),
-                metrics,
-            ))
+            Arc::new(
+                Consumer::new(pool.clone(), queue, handler, consumer_config).with_metrics(metrics),
+            )
         });
         let router = api::router(AppState {
             pool: pool.clone(),

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod messaging;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;

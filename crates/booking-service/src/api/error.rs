@@ -40,6 +40,12 @@ pub enum ApiError {
     Unexpected(#[from] anyhow::Error),
 }
 
+impl From<outbox::Error> for ApiError {
+    fn from(e: outbox::Error) -> Self {
+        Self::Unexpected(anyhow::Error::new(e))
+    }
+}
+
 impl ApiError {
     pub fn bad_field(field: &str, message: impl Into<String>) -> Self {
         Self::Problem(service_kit::http::bad_field(field, &message.into()))

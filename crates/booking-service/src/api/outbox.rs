@@ -4,6 +4,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use outbox::store::{self, OutboxEntry, RetryOutcome};
 use serde::Serialize;
 use service_kit::http::{PageQuery, ProblemQuery, next_cursor};
@@ -63,18 +65,37 @@ pub async fn list_outbox(
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "eventId: must be a UUID", "errors": [{"field": "eventId", "message": "must be a UUID"}]})),
         (status = 404, description = "No such event (or already deleted by retention)", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "No event with id 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"})),
         (status = 409, description = "Already published", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/conflict", "title": "Conflict", "status": 409, "detail": "Event 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b was already published"})),
+        (status = 429, description = "Retried less than a second ago (each retry resets the backoff, so retries are rate-limited per event)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait")),
+            example = json!({"type": "/problems/too-many-requests", "title": "Too many requests", "status": 429, "detail": "Event 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b was retried less than 1s ago"})),
     )
 )]
 pub async fn retry_event(
     State(pool): State<PgPool>,
     Path(event_id): Path<String>,
-) -> Result<Json<OutboxEntry>, ApiError> {
+) -> Result<Response, ApiError> {
     let event_id =
         Uuid::parse_str(&event_id).map_err(|_| ApiError::bad_field("eventId", "must be a UUID"))?;
     match store::retry(&pool, event_id).await? {
         RetryOutcome::Requeued(entry) => {
             tracing::info!(%event_id, "event put back in line by an operator");
-            Ok(Json(entry))
+            Ok(Json(entry).into_response())
+        }
+        RetryOutcome::TooSoon(_) => {
+            let wait = store::RETRY_INTERVAL;
+            let problem = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+            )
+            .detail(format!(
+                "Event {event_id} was retried less than {wait:?} ago"
+            ));
+            Ok((
+                [(header::RETRY_AFTER, wait.as_secs().max(1).to_string())],
+                problem,
+            )
+                .into_response())
         }
         RetryOutcome::AlreadyPublished => Err(ApiError::Conflict(format!(
             "Event {event_id} was already published"

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use outbox::metrics::RelayMetrics;
-use outbox::relay::{Outcome, Relay, RelayArgs};
-use outbox::sqs::{
-    BatchOutcome, FailureReason, Publisher, Queue, QueueArgs, SendError, SqsPublisher,
-};
+use outbox::publish::{BatchOutcome, FailureReason, Publisher, SendError};
+use outbox::relay::{Relay, RelayConfig, RelayConfigBuilder, RoundReport};
+use outbox::sqs::{Queue, QueueRef, SqsPublisher};
 use outbox::store::Claimed;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -22,24 +21,15 @@ use crate::helpers::*;
 async fn queue(name: &str) -> (Queue, String) {
     let client = outbox::sqs::client().await;
     let url = outbox::sqs::create_queue(&client, name).await.unwrap();
-    let queue = Queue::new(
-        client,
-        &QueueArgs {
-            sqs_queue_url: Some(url.clone()),
-            sqs_queue_name: None,
-        },
-    )
-    .unwrap();
+    let queue = Queue::new(client, QueueRef::Url(url.clone())).unwrap();
     (queue, url)
 }
 
-fn fast_args() -> RelayArgs {
-    RelayArgs {
-        relay_backoff_base: Duration::from_millis(20),
-        relay_backoff_max: Duration::from_millis(100),
-        relay_poll_interval: Duration::from_millis(50),
-        ..RelayArgs::defaults()
-    }
+fn fast_args() -> RelayConfigBuilder {
+    RelayConfig::builder()
+        .backoff_base(Duration::from_millis(20))
+        .backoff_max(Duration::from_millis(100))
+        .poll_interval(Duration::from_millis(50))
 }
 
 /// Drives `relay` until nothing is left to publish.
@@ -252,18 +242,13 @@ async fn only_accepted_entries_of_a_batch_are_marked_and_the_rest_follow_in_orde
         inner: SqsPublisher::new(queue),
         failed: Mutex::default(),
     };
-    let relay = Relay::new(
-        app.pool.clone(),
-        publisher,
-        fast_args(),
-        RelayMetrics::default(),
-    );
+    let relay = Relay::new(app.pool.clone(), publisher, fast_args().build().unwrap());
 
     // First round: every lane's run of 3, packed without splitting a run:
     // [A0 A1 A2 B0 B1 B2 C0 C1 C2] [D0 D1 D2 E0 E1 E2]; A2 and D2 are refused.
     assert_eq!(
         relay.run_once().await.unwrap(),
-        Outcome::Sent {
+        RoundReport::Sent {
             published: 13,
             failed: 2
         }
@@ -371,8 +356,7 @@ async fn twenty_bookings_of_fifty_events_written_concurrently_go_through_three_f
         let relay = Arc::new(Relay::new(
             app.pool.clone(),
             publisher,
-            fast_args(),
-            RelayMetrics::default(),
+            fast_args().build().unwrap(),
         ));
         relays.push(tokio::spawn(relay.run(shutdown.clone())));
     }
@@ -440,11 +424,9 @@ async fn a_relay_killed_after_sqs_accepted_the_batch_is_covered_by_another() {
     let app = spawn_app().await;
     let (queue, url) = queue(&unique_queue("crash")).await;
     let flight = app.book_sample().await;
-    let short_lease = RelayArgs {
-        relay_lease: Duration::from_secs(3),
-        relay_send_timeout: Duration::from_secs(1),
-        ..fast_args()
-    };
+    let short_lease = fast_args()
+        .lease(Duration::from_secs(3))
+        .send_timeout(Duration::from_secs(1));
 
     let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
     let doomed = Relay::new(
@@ -453,8 +435,7 @@ async fn a_relay_killed_after_sqs_accepted_the_batch_is_covered_by_another() {
             inner: SqsPublisher::new(queue.clone()),
             sent: sent_tx,
         },
-        short_lease.clone(),
-        RelayMetrics::default(),
+        short_lease.clone().build().unwrap(),
     );
     let task = tokio::spawn(async move { doomed.run_once().await });
     tokio::time::timeout(Duration::from_secs(10), sent_rx.recv())
@@ -472,12 +453,11 @@ async fn a_relay_killed_after_sqs_accepted_the_batch_is_covered_by_another() {
     let survivor = Relay::new(
         app.pool.clone(),
         SqsPublisher::new(queue),
-        short_lease,
-        RelayMetrics::default(),
+        short_lease.build().unwrap(),
     );
     assert_eq!(
         survivor.run_once().await.unwrap(),
-        Outcome::Idle,
+        RoundReport::Idle,
         "the claim is honoured until its lease ends"
     );
     drain(&survivor, &app.pool).await;
@@ -522,14 +502,13 @@ impl Publisher for RefuseEntries {
 async fn an_outage_never_parks_events_however_long_it_lasts() {
     let app = spawn_app().await;
     app.book_sample().await;
-    let args = RelayArgs {
-        relay_max_attempts: 2,
-        relay_backoff_max: Duration::ZERO,
-        ..fast_args()
-    };
-    let denied = Relay::new(app.pool.clone(), Denied, args, RelayMetrics::default());
+    let args = fast_args()
+        .max_attempts(2)
+        .backoff_base(Duration::from_millis(1))
+        .backoff_max(Duration::from_millis(1));
+    let denied = Relay::new(app.pool.clone(), Denied, args.build().unwrap());
     for _ in 0..4 {
-        assert_eq!(denied.run_once().await.unwrap(), Outcome::Unavailable);
+        assert_eq!(denied.run_once().await.unwrap(), RoundReport::Unavailable);
     }
     let page: Value = app.get("/api/outbox").await.json().await.unwrap();
     let entry = &page["items"][0];
@@ -551,39 +530,38 @@ async fn an_event_is_parked_after_max_attempts_holds_back_its_successors_and_can
     let app = spawn_app().await;
     let (queue, url) = queue(&unique_queue("park")).await;
     let flight = app.book_sample().await;
-    let args = RelayArgs {
-        relay_max_attempts: 2,
-        relay_backoff_max: Duration::ZERO,
-        ..fast_args()
-    };
+    let args = fast_args()
+        .max_attempts(2)
+        .backoff_base(Duration::from_millis(1))
+        .backoff_max(Duration::from_millis(1));
     let metrics = RelayMetrics::default();
     let refusing = Relay::new(
         app.pool.clone(),
         RefuseEntries,
-        args.clone(),
-        metrics.clone(),
-    );
+        args.clone().build().unwrap(),
+    )
+    .with_metrics(metrics.clone());
 
     assert_eq!(
         refusing.run_once().await.unwrap(),
-        Outcome::Sent {
+        RoundReport::Sent {
             published: 0,
             failed: 1
         }
     );
     assert_eq!(
         refusing.run_once().await.unwrap(),
-        Outcome::Sent {
+        RoundReport::Sent {
             published: 0,
             failed: 1
         }
     );
     assert_eq!(
         refusing.run_once().await.unwrap(),
-        Outcome::Idle,
+        RoundReport::Idle,
         "parked events are not tried again"
     );
-    assert_eq!(metrics.parked.get(), 1);
+    assert_eq!(metrics.parked_total(), 1);
 
     let page: Value = app.get("/api/outbox").await.json().await.unwrap();
     let entry = &page["items"][0];
@@ -606,10 +584,9 @@ async fn an_event_is_parked_after_max_attempts_holds_back_its_successors_and_can
     let working = Relay::new(
         app.pool.clone(),
         SqsPublisher::new(queue),
-        args,
-        RelayMetrics::default(),
+        args.build().unwrap(),
     );
-    assert_eq!(working.run_once().await.unwrap(), Outcome::Idle);
+    assert_eq!(working.run_once().await.unwrap(), RoundReport::Idle);
 
     let event_id = entry["eventId"].as_str().unwrap();
     let response = app
@@ -656,21 +633,17 @@ async fn an_unreachable_sqs_endpoint_leaves_events_waiting_with_the_error() {
     let client = aws_sdk_sqs::Client::new(&config);
     let queue = Queue::new(
         client,
-        &QueueArgs {
-            sqs_queue_url: Some("http://127.0.0.1:9/000000000000/nowhere.fifo".into()),
-            sqs_queue_name: None,
-        },
+        QueueRef::Url("http://127.0.0.1:9/000000000000/nowhere.fifo".into()),
     )
     .unwrap();
     app.book_sample().await;
     let relay = Relay::new(
         app.pool.clone(),
         SqsPublisher::new(queue),
-        fast_args(),
-        RelayMetrics::default(),
+        fast_args().build().unwrap(),
     );
 
-    assert_eq!(relay.run_once().await.unwrap(), Outcome::Unavailable);
+    assert_eq!(relay.run_once().await.unwrap(), RoundReport::Unavailable);
 
     let (attempts, error, published): (i32, String, bool) =
         sqlx::query_as("select attempts, last_error, published_at is not null from outbox.event")
@@ -785,10 +758,7 @@ impl Publisher for Slow {
 async fn a_follow_up_event_goes_as_soon_as_its_predecessor_is_recorded_not_at_the_next_poll() {
     let app = spawn_app().await;
     let (queue, url) = queue(&unique_queue("follow")).await;
-    let args = RelayArgs {
-        relay_poll_interval: Duration::from_secs(3600),
-        ..RelayArgs::defaults()
-    };
+    let args = RelayConfig::builder().poll_interval(Duration::from_secs(3600));
     // Slow sends: the second event commits while the first is in flight, so its
     // NOTIFY finds the aggregate's lane taken; only the recorder's wake-up is left.
     let relay = Arc::new(Relay::new(
@@ -797,8 +767,7 @@ async fn a_follow_up_event_goes_as_soon_as_its_predecessor_is_recorded_not_at_th
             inner: SqsPublisher::new(queue),
             delay: Duration::from_millis(300),
         },
-        args,
-        RelayMetrics::default(),
+        args.build().unwrap(),
     ));
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(relay.run(shutdown.clone()));
@@ -888,8 +857,7 @@ async fn recording_never_waits_behind_a_claim_and_a_claim_never_takes_acknowledg
     let relay = Relay::new(
         app.pool.clone(),
         SqsPublisher::new(queue),
-        fast_args(),
-        RelayMetrics::default(),
+        fast_args().build().unwrap(),
     );
     let outcome = tokio::time::timeout(Duration::from_secs(5), relay.run_once())
         .await
@@ -897,7 +865,7 @@ async fn recording_never_waits_behind_a_claim_and_a_claim_never_takes_acknowledg
         .unwrap();
     assert_eq!(
         outcome,
-        Outcome::Sent {
+        RoundReport::Sent {
             published: 4,
             failed: 0
         }
@@ -934,12 +902,10 @@ async fn a_live_relays_leases_are_renewed_and_a_dead_ones_expire_within_the_leas
     let app = spawn_app().await;
     let (queue, url) = queue(&unique_queue("leases")).await;
     let sent: Arc<Mutex<Vec<Uuid>>> = Arc::default();
-    let args = RelayArgs {
-        relay_lease: Duration::from_secs(3),
-        relay_send_timeout: Duration::from_secs(1),
-        relay_run_size: 1,
-        ..fast_args()
-    };
+    let args = fast_args()
+        .lease(Duration::from_secs(3))
+        .send_timeout(Duration::from_secs(1))
+        .run_size(1);
     let relay = |delay| {
         Arc::new(Relay::new(
             app.pool.clone(),
@@ -948,8 +914,7 @@ async fn a_live_relays_leases_are_renewed_and_a_dead_ones_expire_within_the_leas
                 delay,
                 sent: sent.clone(),
             },
-            args.clone(),
-            RelayMetrics::default(),
+            args.clone().build().unwrap(),
         ))
     };
     // One aggregate, 12 events, one per batch at 0.6 s each: the first relay
@@ -1037,19 +1002,19 @@ async fn an_event_accepted_after_its_refused_predecessor_is_counted_and_the_pred
             inner: SqsPublisher::new(queue),
             done: Mutex::new(false),
         },
-        fast_args(),
-        metrics.clone(),
-    );
+        fast_args().build().unwrap(),
+    )
+    .with_metrics(metrics.clone());
     let aggregate = Uuid::now_v7();
     enqueue_sequence(&app.pool, aggregate, 0, 3).await;
     assert_eq!(
         relay.run_once().await.unwrap(),
-        Outcome::Sent {
+        RoundReport::Sent {
             published: 2,
             failed: 1
         }
     );
-    assert_eq!(metrics.out_of_order.get(), 1, "visible as a metric");
+    assert_eq!(metrics.out_of_order_total(), 1, "visible as a metric");
     drain(&relay, &app.pool).await;
     let messages = receive_all(&url, 3, Duration::from_secs(5)).await;
     let order: Vec<u64> = sequence_of(&messages).into_iter().map(|(_, n)| n).collect();

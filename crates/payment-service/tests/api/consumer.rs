@@ -122,8 +122,8 @@ async fn a_message_redelivered_after_a_crash_before_delete_is_not_charged_twice(
     let outcomes = consumer.apply(std::slice::from_ref(&received)).await;
     assert_eq!(
         outcomes,
-        [outbox::consumer::Outcome::Done(
-            outbox::consumer::Handled::Processed
+        [outbox::consumer::Disposition::Done(
+            outbox::Handled::Processed
         )]
     );
     assert_eq!(app.payments().await, 1);
@@ -308,13 +308,10 @@ struct Recorder {
 #[derive(Clone)]
 struct Shared(std::sync::Arc<Recorder>);
 
-impl outbox::consumer::Handler for Shared {
+impl outbox::Handler for Shared {
     type Event = Value;
 
-    fn decode(
-        &self,
-        envelope: &outbox::envelope::EventEnvelope,
-    ) -> Result<Value, outbox::consumer::Poison> {
+    fn decode(&self, envelope: &outbox::envelope::EventEnvelope) -> Result<Value, outbox::Poison> {
         Ok(envelope.payload.clone())
     }
 
@@ -323,10 +320,10 @@ impl outbox::consumer::Handler for Shared {
         _tx: &mut sqlx::PgConnection,
         _envelope: &outbox::envelope::EventEnvelope,
         payload: &Value,
-    ) -> anyhow::Result<outbox::consumer::Handled> {
+    ) -> Result<outbox::Handled, outbox::HandlerError> {
         tokio::time::sleep(self.0.delay).await;
         self.0.seen.lock().unwrap().push(payload["n"].to_string());
-        Ok(outbox::consumer::Handled::Processed)
+        Ok(outbox::Handled::Processed)
     }
 }
 
@@ -448,13 +445,10 @@ async fn on_shutdown_the_consumer_finishes_and_deletes_what_it_holds() {
 /// Fails to apply the event whose payload says `"fail": true`, every time.
 struct FailMarked;
 
-impl outbox::consumer::Handler for FailMarked {
+impl outbox::Handler for FailMarked {
     type Event = Value;
 
-    fn decode(
-        &self,
-        envelope: &outbox::envelope::EventEnvelope,
-    ) -> Result<Value, outbox::consumer::Poison> {
+    fn decode(&self, envelope: &outbox::envelope::EventEnvelope) -> Result<Value, outbox::Poison> {
         Ok(envelope.payload.clone())
     }
 
@@ -463,7 +457,7 @@ impl outbox::consumer::Handler for FailMarked {
         tx: &mut sqlx::PgConnection,
         _envelope: &outbox::envelope::EventEnvelope,
         payload: &Value,
-    ) -> anyhow::Result<outbox::consumer::Handled> {
+    ) -> Result<outbox::Handled, outbox::HandlerError> {
         // A write that must be rolled back with the failure.
         sqlx::query("create temporary table if not exists touched (n int)")
             .execute(&mut *tx)
@@ -471,8 +465,10 @@ impl outbox::consumer::Handler for FailMarked {
         sqlx::query("insert into touched values (1)")
             .execute(&mut *tx)
             .await?;
-        anyhow::ensure!(payload["fail"] != true, "injected failure");
-        Ok(outbox::consumer::Handled::Processed)
+        if payload["fail"] == true {
+            return Err("injected failure".into());
+        }
+        Ok(outbox::Handled::Processed)
     }
 }
 
@@ -492,7 +488,7 @@ async fn a_message_that_fails_to_apply_is_retried_alone_and_the_rest_of_its_rece
     let consumer = consumer(&pool, &queue_url, FailMarked, 1, Duration::from_secs(30)).await;
 
     // Five messages of five groups may arrive over more than one receive.
-    let mut report = outbox::consumer::Report::default();
+    let mut report = outbox::consumer::ReceiveReport::default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while report.received < 5 && tokio::time::Instant::now() < deadline {
         let r = consumer.run_once().await.unwrap();

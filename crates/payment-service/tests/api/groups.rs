@@ -39,13 +39,10 @@ async fn applied(pool: &sqlx::PgPool) -> Vec<i64> {
 #[derive(Clone, Default)]
 struct Handler(Arc<Story>);
 
-impl outbox::consumer::Handler for Handler {
+impl outbox::Handler for Handler {
     type Event = Value;
 
-    fn decode(
-        &self,
-        envelope: &outbox::envelope::EventEnvelope,
-    ) -> Result<Value, outbox::consumer::Poison> {
+    fn decode(&self, envelope: &outbox::envelope::EventEnvelope) -> Result<Value, outbox::Poison> {
         Ok(envelope.payload.clone())
     }
 
@@ -54,7 +51,7 @@ impl outbox::consumer::Handler for Handler {
         tx: &mut sqlx::PgConnection,
         envelope: &outbox::envelope::EventEnvelope,
         payload: &Value,
-    ) -> anyhow::Result<outbox::consumer::Handled> {
+    ) -> Result<outbox::Handled, outbox::HandlerError> {
         if payload["panic"] == true {
             panic!("injected panic");
         }
@@ -62,14 +59,16 @@ impl outbox::consumer::Handler for Handler {
             let mut attempts = self.0.attempts.lock().unwrap();
             let attempt = attempts.entry(envelope.event_id).or_default();
             *attempt += 1;
-            anyhow::ensure!(*attempt > 2, "injected transient failure");
+            if *attempt <= 2 {
+                return Err("injected transient failure".into());
+            }
         }
         // In the consumer's transaction: what a rollback undoes is not counted.
         sqlx::query("insert into story (n) values ($1)")
             .bind(payload["n"].as_i64().unwrap())
             .execute(&mut *tx)
             .await?;
-        Ok(outbox::consumer::Handled::Processed)
+        Ok(outbox::Handled::Processed)
     }
 }
 
@@ -115,7 +114,8 @@ fn received(group: uuid::Uuid, payload: Value) -> outbox::consumer::Received {
 
 #[tokio::test]
 async fn a_failure_mid_group_holds_back_the_rest_of_its_group_until_it_is_applied() {
-    use outbox::consumer::{Handled, Outcome};
+    use outbox::Handled;
+    use outbox::consumer::Disposition;
     let (queue_url, _dlq) = queue_with_dlq(5, 1).await;
     let (group, other) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     // One receive of SQS: four events of one booking, one of another.
@@ -140,11 +140,11 @@ async fn a_failure_mid_group_holds_back_the_rest_of_its_group_until_it_is_applie
     assert_eq!(
         outcomes,
         [
-            Outcome::Done(Handled::Processed),
-            Outcome::Transient,
-            Outcome::Done(Handled::Processed),
-            Outcome::Deferred,
-            Outcome::Deferred
+            Disposition::Done(Handled::Processed),
+            Disposition::Transient,
+            Disposition::Done(Handled::Processed),
+            Disposition::Deferred,
+            Disposition::Deferred
         ]
     );
     assert_eq!(applied(&pool).await, [0, 10], "2 and 3 wait for 1");
@@ -159,7 +159,7 @@ async fn a_failure_mid_group_holds_back_the_rest_of_its_group_until_it_is_applie
     assert!(
         outcomes
             .iter()
-            .all(|o| *o == Outcome::Done(Handled::Processed)),
+            .all(|o| *o == Disposition::Done(Handled::Processed)),
         "{outcomes:?}"
     );
     assert_eq!(applied(&pool).await, [0, 10, 1, 2, 3], "never 2 before 1");

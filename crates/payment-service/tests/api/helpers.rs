@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use clap::Parser;
-use outbox::envelope::{EventEnvelope, FlightBookedV1, Money};
+use contracts::{FlightBookedV1, Money};
+use outbox::envelope::EventEnvelope;
 use payment_service::config::Config;
 use payment_service::startup::Application;
 use serde_json::Value;
@@ -215,7 +216,7 @@ pub async fn fresh_pool() -> PgPool {
 
 /// A consumer on `queue_url` that a test drives or runs itself, outside an app:
 /// 1 s long polls, `loops` receive loops, the given visibility timeout.
-pub async fn consumer<H: outbox::consumer::Handler>(
+pub async fn consumer<H: outbox::Handler>(
     pool: &PgPool,
     queue_url: &str,
     handler: H,
@@ -224,19 +225,16 @@ pub async fn consumer<H: outbox::consumer::Handler>(
 ) -> outbox::consumer::Consumer<H> {
     let queue = outbox::sqs::Queue::new(
         sqs().await,
-        &outbox::sqs::QueueArgs {
-            sqs_queue_url: Some(queue_url.to_owned()),
-            sqs_queue_name: None,
-        },
+        outbox::sqs::QueueRef::Url(queue_url.to_owned()),
     )
     .unwrap();
-    let args = outbox::consumer::ConsumerArgs {
-        consumer_wait_time: Duration::from_secs(1),
-        consumer_visibility_timeout: visibility,
-        consumer_concurrency: loops,
-        ..outbox::consumer::ConsumerArgs::defaults()
-    };
-    outbox::consumer::Consumer::new(pool.clone(), queue, handler, args, Default::default())
+    let config = outbox::consumer::ConsumerConfig::builder()
+        .wait_time(Duration::from_secs(1))
+        .visibility_timeout(visibility)
+        .concurrency(loops)
+        .build()
+        .unwrap();
+    outbox::consumer::Consumer::new(pool.clone(), queue, handler, config)
 }
 
 /// `alter database … allow_connections` and kill its sessions: one database of

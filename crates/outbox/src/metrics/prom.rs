@@ -1,8 +1,6 @@
-//! Prometheus metrics of the relay and the consumer, plus CloudWatch embedded
-//! metric format (EMF) lines for the outbox backlog alarm in AWS.
+//! The Prometheus side of the metrics (feature `prometheus`).
 
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,12 +9,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 use crate::store;
 
+/// The `reason` label of failure counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
+    /// e.g. `queue_does_not_exist`, `transient`, `panic`.
     pub reason: String,
 }
 
@@ -26,10 +25,10 @@ fn seconds_histogram() -> Histogram {
 }
 
 /// The relay's metrics. Counters move as the relay works; the backlog gauges are
-/// read from the table when scraped ([`RelayMetrics::refresh`]), so every replica
+/// read from the table when scraped ([`super::RelayMetrics::refresh`]), so every replica
 /// reports the same, true backlog.
 #[derive(Clone)]
-pub struct RelayMetrics {
+pub(super) struct RelayCounters {
     pub published: Counter,
     pub failures: Family<ReasonLabel, Counter>,
     pub parked: Counter,
@@ -43,7 +42,7 @@ pub struct RelayMetrics {
     pub claim_duration: Histogram,
 }
 
-impl Default for RelayMetrics {
+impl Default for RelayCounters {
     fn default() -> Self {
         Self {
             published: Counter::default(),
@@ -65,7 +64,7 @@ impl Default for RelayMetrics {
     }
 }
 
-impl RelayMetrics {
+impl RelayCounters {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("outbox");
         r.register("published", "Events SQS accepted", self.published.clone());
@@ -122,7 +121,7 @@ impl RelayMetrics {
     }
 
     /// Reads the backlog gauges from the table.
-    pub async fn refresh(&self, pool: &PgPool) -> anyhow::Result<store::Stats> {
+    pub async fn refresh(&self, pool: &PgPool) -> Result<store::Stats, crate::Error> {
         let stats = store::stats(pool).await?;
         self.pending_events.set(stats.pending);
         self.parked_events.set(stats.parked);
@@ -142,7 +141,7 @@ impl RelayMetrics {
 
 /// The consumer's metrics.
 #[derive(Clone)]
-pub struct ConsumerMetrics {
+pub(super) struct ConsumerCounters {
     pub received: Counter,
     pub processed: Counter,
     pub duplicates: Counter,
@@ -151,7 +150,7 @@ pub struct ConsumerMetrics {
     pub breaker_open: Gauge,
 }
 
-impl Default for ConsumerMetrics {
+impl Default for ConsumerCounters {
     fn default() -> Self {
         Self {
             received: Counter::default(),
@@ -164,7 +163,7 @@ impl Default for ConsumerMetrics {
     }
 }
 
-impl ConsumerMetrics {
+impl ConsumerCounters {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("consumer");
         r.register(
@@ -205,86 +204,5 @@ impl ConsumerMetrics {
                 reason: reason.to_owned(),
             })
             .inc();
-    }
-}
-
-/// Prints the outbox backlog every `every` as a CloudWatch EMF line on stdout,
-/// where the awslogs driver picks it up and CloudWatch turns it into metrics the
-/// backlog alarm watches. No SDK call and no extra IAM permission needed.
-pub async fn emit_emf(
-    pool: PgPool,
-    namespace: String,
-    service: String,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        match store::stats(&pool).await {
-            Ok(stats) => println!(
-                "{}",
-                emf_line(
-                    &namespace,
-                    &service,
-                    &stats,
-                    chrono::Utc::now().timestamp_millis()
-                )
-            ),
-            Err(e) => tracing::warn!(error = %e, "failed to read outbox statistics for EMF"),
-        }
-    }
-}
-
-fn emf_line(namespace: &str, service: &str, stats: &store::Stats, timestamp_ms: i64) -> String {
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": namespace,
-                "Dimensions": [["ServiceName"]],
-                "Metrics": [
-                    {"Name": "OutboxOldestPendingAgeSeconds", "Unit": "Seconds"},
-                    {"Name": "OutboxPendingEvents", "Unit": "Count"},
-                    {"Name": "OutboxParkedEvents", "Unit": "Count"}
-                ]
-            }]
-        },
-        "ServiceName": service,
-        "OutboxOldestPendingAgeSeconds": stats.oldest_pending_age_seconds,
-        "OutboxPendingEvents": stats.pending,
-        "OutboxParkedEvents": stats.parked,
-    })
-    .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn emf_line_names_metrics_and_dimension() {
-        let stats = store::Stats {
-            pending: 3,
-            parked: 1,
-            oldest_pending_age_seconds: 12.5,
-        };
-        let line: serde_json::Value = serde_json::from_str(&emf_line(
-            "TransactionalOutbox",
-            "booking-service",
-            &stats,
-            1,
-        ))
-        .unwrap();
-        assert_eq!(
-            line["_aws"]["CloudWatchMetrics"][0]["Namespace"],
-            "TransactionalOutbox"
-        );
-        assert_eq!(line["ServiceName"], "booking-service");
-        assert_eq!(line["OutboxOldestPendingAgeSeconds"], 12.5);
-        assert_eq!(line["OutboxPendingEvents"], 3);
     }
 }

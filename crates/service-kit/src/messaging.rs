@@ -1,0 +1,225 @@
+//! The outbox crate's settings as environment variables: the `RELAY_*`,
+//! `CONSUMER_*` and `SQS_*` names both services read, turned into the crate's
+//! validated configurations. An invalid value stops the process at start with
+//! an error naming the variable.
+
+use std::time::Duration;
+
+use clap::Args;
+use outbox::consumer::{ConsumerConfig, ConsumerConfigError};
+use outbox::relay::{RelayConfig, RelayConfigError};
+use outbox::sqs::{QueueConfigError, QueueRef};
+
+use crate::config::parse_duration;
+
+/// A messaging setting that cannot work, named by its variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {reason}")]
+pub struct MessagingConfigError {
+    /// The environment variable.
+    pub variable: String,
+    /// What is wrong with its value.
+    pub reason: String,
+}
+
+/// Which queue to use.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// Queue URL. A name ending in `.fifo` makes it a FIFO queue (the default
+    /// set-up); any other is treated as a standard queue.
+    #[arg(long, env = "SQS_QUEUE_URL", conflicts_with = "sqs_queue_name")]
+    pub sqs_queue_url: Option<String>,
+    /// Queue name, resolved with GetQueueUrl (and again after QueueDoesNotExist).
+    #[arg(long, env = "SQS_QUEUE_NAME")]
+    pub sqs_queue_name: Option<String>,
+}
+
+impl QueueArgs {
+    /// The queue, or an error naming `SQS_QUEUE_URL` / `SQS_QUEUE_NAME`.
+    pub fn queue(&self) -> Result<QueueRef, MessagingConfigError> {
+        let which = match (&self.sqs_queue_url, &self.sqs_queue_name) {
+            (Some(url), _) => QueueRef::Url(url.clone()),
+            (None, Some(name)) => QueueRef::Name(name.clone()),
+            (None, None) => {
+                return Err(MessagingConfigError {
+                    variable: "SQS_QUEUE_URL".into(),
+                    reason: "no queue configured: set SQS_QUEUE_URL or SQS_QUEUE_NAME".into(),
+                });
+            }
+        };
+        // Validated here so the error names the variable.
+        let variable = match &which {
+            QueueRef::Url(_) => "SQS_QUEUE_URL",
+            QueueRef::Name(_) => "SQS_QUEUE_NAME",
+        };
+        let invalid = match &which {
+            QueueRef::Url(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                Some(QueueConfigError::BadUrl(url.clone()))
+            }
+            QueueRef::Name(name) if name.trim().is_empty() => Some(QueueConfigError::EmptyName),
+            _ => None,
+        };
+        match invalid {
+            Some(e) => Err(MessagingConfigError {
+                variable: variable.into(),
+                reason: e.to_string(),
+            }),
+            None => Ok(which),
+        }
+    }
+}
+
+/// The relay's settings (`RELAY_*`, `OUTBOX_RETENTION`).
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// Run the relay inside this process.
+    #[arg(long, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub relay_enabled: bool,
+    /// Claimers in this process (each claims RELAY_CLAIM_SIZE aggregates at a time for the senders).
+    #[arg(long, env = "RELAY_WORKERS", default_value_t = 2)]
+    pub relay_workers: u16,
+    /// SendMessageBatch calls in flight at once in this process.
+    #[arg(long, env = "RELAY_BATCHES_IN_FLIGHT", default_value_t = 8)]
+    pub relay_batches_in_flight: u16,
+    /// Aggregates (lanes) one claimer claims per database round trip.
+    #[arg(long, env = "RELAY_CLAIM_SIZE", default_value_t = 200)]
+    pub relay_claim_size: u16,
+    /// Consecutive events of one aggregate sent in one SendMessageBatch (FIFO keeps
+    /// their order within the batch).
+    #[arg(long, env = "RELAY_RUN_SIZE", default_value_t = 10)]
+    pub relay_run_size: u16,
+    /// Attempts before an event SQS keeps refusing is parked for an operator.
+    #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 12)]
+    pub relay_max_attempts: i32,
+    /// Fallback poll when no notification arrives (at least 10ms).
+    #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub relay_poll_interval: Duration,
+    /// How long a claim lasts unless renewed; a crashed relay's events are taken
+    /// over after this. Must exceed RELAY_SEND_TIMEOUT by 2s at least.
+    #[arg(long, env = "RELAY_LEASE", default_value = "10s", value_parser = parse_duration)]
+    pub relay_lease: Duration,
+    /// Longest one SendMessageBatch call may take before it counts as failed.
+    #[arg(long, env = "RELAY_SEND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub relay_send_timeout: Duration,
+    /// During an SQS outage, how often the relay tries the oldest event again.
+    #[arg(long, env = "RELAY_PROBE_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub relay_probe_interval: Duration,
+    /// First retry delay after SQS refused an event; doubles per attempt, with jitter.
+    #[arg(long, env = "RELAY_BACKOFF_BASE", default_value = "500ms", value_parser = parse_duration)]
+    pub relay_backoff_base: Duration,
+    /// Longest retry delay.
+    #[arg(long, env = "RELAY_BACKOFF_MAX", default_value = "60s", value_parser = parse_duration)]
+    pub relay_backoff_max: Duration,
+    /// How long published rows are kept before deletion.
+    #[arg(long, env = "OUTBOX_RETENTION", default_value = "4h", value_parser = parse_duration)]
+    pub outbox_retention: Duration,
+}
+
+impl RelayArgs {
+    /// The validated relay configuration, or an error naming the variable.
+    pub fn config(&self) -> Result<RelayConfig, MessagingConfigError> {
+        RelayConfig::builder()
+            .workers(self.relay_workers)
+            .batches_in_flight(self.relay_batches_in_flight)
+            .claim_size(self.relay_claim_size)
+            .run_size(self.relay_run_size)
+            .max_attempts(self.relay_max_attempts)
+            .poll_interval(self.relay_poll_interval)
+            .lease(self.relay_lease)
+            .send_timeout(self.relay_send_timeout)
+            .probe_interval(self.relay_probe_interval)
+            .backoff_base(self.relay_backoff_base)
+            .backoff_max(self.relay_backoff_max)
+            .retention(self.outbox_retention)
+            .build()
+            .map_err(|e: RelayConfigError| MessagingConfigError {
+                variable: match e.setting() {
+                    "retention" => "OUTBOX_RETENTION".into(),
+                    setting => format!("RELAY_{}", setting.to_uppercase()),
+                },
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// The consumer's settings (`CONSUMER_*`, `INBOX_RETENTION`).
+#[derive(Debug, Clone, Args)]
+pub struct ConsumerArgs {
+    /// Consume the queue in this process (off: API only).
+    #[arg(long, env = "CONSUMER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub consumer_enabled: bool,
+    /// Receive loops running at once (each handles up to CONSUMER_MAX_MESSAGES).
+    #[arg(long, env = "CONSUMER_CONCURRENCY", default_value_t = 4)]
+    pub consumer_concurrency: u16,
+    /// Messages per receive (1–10).
+    #[arg(long, env = "CONSUMER_MAX_MESSAGES", default_value_t = 10)]
+    pub consumer_max_messages: i32,
+    /// Long-polling wait per receive (0–20 s).
+    #[arg(long, env = "CONSUMER_WAIT_TIME", default_value = "20s", value_parser = parse_duration)]
+    pub consumer_wait_time: Duration,
+    /// Visibility timeout asked for on receive; extended while a message is handled.
+    #[arg(long, env = "CONSUMER_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub consumer_visibility_timeout: Duration,
+    /// Longest one handler may take for one message; then it counts as failed
+    /// (and its visibility is no longer extended).
+    #[arg(long, env = "CONSUMER_HANDLER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub consumer_handler_timeout: Duration,
+    /// How long the inbox remembers a processed event (longer than a copy can
+    /// take to arrive: the queue's retention, plus the DLQ's if you redrive).
+    #[arg(long, env = "INBOX_RETENTION", default_value = "15d", value_parser = parse_duration)]
+    pub inbox_retention: Duration,
+}
+
+impl ConsumerArgs {
+    /// The validated consumer configuration, or an error naming the variable.
+    pub fn config(&self) -> Result<ConsumerConfig, MessagingConfigError> {
+        ConsumerConfig::builder()
+            .concurrency(self.consumer_concurrency)
+            .max_messages(self.consumer_max_messages)
+            .wait_time(self.consumer_wait_time)
+            .visibility_timeout(self.consumer_visibility_timeout)
+            .handler_timeout(self.consumer_handler_timeout)
+            .inbox_retention(self.inbox_retention)
+            .build()
+            .map_err(|e: ConsumerConfigError| MessagingConfigError {
+                variable: match e.setting {
+                    "inbox_retention" => "INBOX_RETENTION".into(),
+                    setting => format!("CONSUMER_{}", setting.to_uppercase()),
+                },
+                reason: e.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Both {
+        #[command(flatten)]
+        relay: RelayArgs,
+        #[command(flatten)]
+        consumer: ConsumerArgs,
+    }
+
+    #[test]
+    fn defaults_are_valid_and_errors_name_the_variable() {
+        let both = Both::parse_from(["test"]);
+        both.relay.config().unwrap();
+        both.consumer.config().unwrap();
+        let lease = Both::parse_from(["test", "--relay-lease", "6s"])
+            .relay
+            .config();
+        assert_eq!(lease.unwrap_err().variable, "RELAY_LEASE");
+        let wait = Both::parse_from(["test", "--consumer-wait-time", "30s"])
+            .consumer
+            .config();
+        assert_eq!(wait.unwrap_err().variable, "CONSUMER_WAIT_TIME");
+        let retention = Both::parse_from(["test", "--outbox-retention", "0s"])
+            .relay
+            .config();
+        assert_eq!(retention.unwrap_err().variable, "OUTBOX_RETENTION");
+    }
+}
