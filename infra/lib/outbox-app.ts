@@ -45,7 +45,7 @@ export function createOutboxStacks(app: App): OutboxStacks {
     tags,
   });
   const messaging = new MessagingStack(app, STACK_NAMES.messaging, {
-    description: 'Transactional outbox demo: SQS FIFO queue, dead-letter queue, queue alarms',
+    description: 'Transactional outbox demo: SQS FIFO queues (bookings, payment events), their dead-letter queues, queue alarms',
     alarmEmail: config.alarmEmail,
     tags,
   });
@@ -56,6 +56,7 @@ export function createOutboxStacks(app: App): OutboxStacks {
     databaseSecrets: data.serviceSecrets,
     queue: messaging.queue,
     deadLetterQueue: messaging.deadLetterQueue,
+    paymentEventsQueue: messaging.paymentEventsQueue,
     alarmTopic: messaging.alarmTopic,
     cpuArchitecture: config.cpuArchitecture,
     dbMaxCapacity: config.dbMaxCapacity,

@@ -6,6 +6,7 @@ import {
   containerOf,
   envOf,
   onlyResource,
+  sqsGrantsOf,
   resourcesOfType,
   synthTemplates,
   Templates,
@@ -18,16 +19,25 @@ beforeAll(() => {
   t = synthTemplates();
 });
 
-describe('messaging', () => {
-  test('bookings.fifo redrives to a FIFO dead-letter queue after 5 receives', () => {
-    const dlq = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === 'bookings-dlq.fifo');
-    expect(dlq.properties).toMatchObject({ FifoQueue: true, MessageRetentionPeriod: 14 * 24 * 3600 });
+// Each saga direction: its queue, its DLQ, and the prefix of its alarm and output ids (none for
+// bookings, whose ids predate the second queue).
+const QUEUES = [
+  { queue: 'bookings.fifo', dlq: 'bookings-dlq.fifo', prefix: '' },
+  { queue: 'payment-events.fifo', dlq: 'payment-events-dlq.fifo', prefix: 'PaymentEvents' },
+] as const;
 
-    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === 'bookings.fifo');
+describe('messaging', () => {
+  test.each(QUEUES)('$queue redrives to the FIFO dead-letter queue $dlq after 5 receives', ({ queue: name, dlq: dlqName }) => {
+    const dlq = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === dlqName);
+    expect(dlq.properties).toMatchObject({ FifoQueue: true, MessageRetentionPeriod: 14 * 24 * 3600 });
+    expect(dlq.properties.RedrivePolicy).toBeUndefined();
+
+    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === name);
     expect(queue.properties).toMatchObject({
       FifoQueue: true,
       ContentBasedDeduplication: false,
       VisibilityTimeout: 60,
+      MessageRetentionPeriod: 4 * 24 * 3600,
       RedrivePolicy: {
         deadLetterTargetArn: { 'Fn::GetAtt': [dlq.logicalId, 'Arn'] },
         maxReceiveCount: 5,
@@ -35,16 +45,32 @@ describe('messaging', () => {
     });
   });
 
-  test('both queues use SQS-managed server-side encryption', () => {
+  test('exactly the four queues, with the names the services use', () => {
+    const names = Object.values(resourcesOfType(t.messaging, 'AWS::SQS::Queue')).map((q) => q.Properties.QueueName);
+    expect(names.sort()).toEqual(['bookings-dlq.fifo', 'bookings.fifo', 'payment-events-dlq.fifo', 'payment-events.fifo']);
+  });
+
+  test('payment-events.fifo and its DLQ are set up like bookings.fifo and its DLQ', () => {
+    const props = (name: string) => {
+      const { properties } = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === name);
+      const { QueueName, RedrivePolicy, ...rest } = properties;
+      return { ...rest, maxReceiveCount: RedrivePolicy?.maxReceiveCount };
+    };
+    expect(props('payment-events.fifo')).toEqual(props('bookings.fifo'));
+    expect(props('payment-events-dlq.fifo')).toEqual(props('bookings-dlq.fifo'));
+  });
+
+  test('every queue uses SQS-managed server-side encryption', () => {
     const queues = Object.values(resourcesOfType(t.messaging, 'AWS::SQS::Queue'));
-    expect(queues).toHaveLength(2);
+    expect(queues).toHaveLength(4);
     for (const queue of queues) {
       expect(queue.Properties.SqsManagedSseEnabled).toBe(true);
     }
   });
 
-  test('both queue policies deny every request that is not over TLS', () => {
+  test('every queue policy denies every request that is not over TLS', () => {
     const queues = Object.keys(resourcesOfType(t.messaging, 'AWS::SQS::Queue'));
+    expect(queues).toHaveLength(4);
     for (const logicalId of queues) {
       t.messaging.hasResourceProperties('AWS::SQS::QueuePolicy', {
         Queues: [{ Ref: logicalId }],
@@ -62,26 +88,40 @@ describe('messaging', () => {
     }
   });
 
-  test('alarms on a non-empty dead-letter queue and on old messages in the queue', () => {
-    t.messaging.hasResourceProperties('AWS::CloudWatch::Alarm', {
+  test.each(QUEUES)('alarms on a non-empty $dlq and on old messages in $queue', ({ queue: name, dlq: dlqName, prefix }) => {
+    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === name);
+    const dlq = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === dlqName);
+    const alarmOn = (logicalId: string, metricName: string) => {
+      const found = Object.entries(resourcesOfType(t.messaging, 'AWS::CloudWatch::Alarm')).filter(
+        ([, a]) =>
+          a.Properties.MetricName === metricName &&
+          JSON.stringify(a.Properties.Dimensions) === JSON.stringify([{ Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalId, 'QueueName'] } }]),
+      );
+      expect(found).toHaveLength(1);
+      return { id: found[0][0], properties: found[0][1].Properties };
+    };
+    const notEmpty = alarmOn(dlq.logicalId, 'ApproximateNumberOfMessagesVisible');
+    expect(notEmpty.id).toMatch(new RegExp(`^${prefix}DeadLetterQueueNotEmpty`));
+    expect(notEmpty.properties).toMatchObject({
       Namespace: 'AWS/SQS',
-      MetricName: 'ApproximateNumberOfMessagesVisible',
-      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [Match.stringLikeRegexp('^DeadLetterQueue'), 'QueueName'] } }],
       ComparisonOperator: 'GreaterThanThreshold',
       Threshold: 0,
       TreatMissingData: 'notBreaching',
     });
-    t.messaging.hasResourceProperties('AWS::CloudWatch::Alarm', {
+    expect(notEmpty.properties.AlarmDescription).toContain(dlqName);
+    const age = alarmOn(queue.logicalId, 'ApproximateAgeOfOldestMessage');
+    expect(age.id).toMatch(new RegExp(`^${prefix}QueueOldestMessageAge`));
+    expect(age.properties).toMatchObject({
       Namespace: 'AWS/SQS',
-      MetricName: 'ApproximateAgeOfOldestMessage',
-      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [Match.stringLikeRegexp('^BookingsQueue'), 'QueueName'] } }],
       ComparisonOperator: 'GreaterThanThreshold',
       Threshold: 300,
+      TreatMissingData: 'notBreaching',
     });
+    expect(age.properties.AlarmDescription).toContain(name);
   });
 
-  test('bookings.fifo runs in high-throughput mode (quotas per message group)', () => {
-    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === 'bookings.fifo');
+  test.each(QUEUES)('$queue runs in high-throughput mode (quotas per message group)', ({ queue: name }) => {
+    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === name);
     expect(queue.properties).toMatchObject({ DeduplicationScope: 'messageGroup', FifoThroughputLimit: 'perMessageGroupId' });
   });
 
@@ -92,9 +132,11 @@ describe('messaging', () => {
     }
   });
 
-  test('exports the queue URLs', () => {
-    t.messaging.hasOutput('QueueUrl', {});
-    t.messaging.hasOutput('DeadLetterQueueUrl', {});
+  test.each(QUEUES)('outputs the URLs of $queue and $dlq', ({ queue: name, dlq: dlqName, prefix }) => {
+    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === name);
+    const dlq = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === dlqName);
+    t.messaging.hasOutput(`${prefix}QueueUrl`, { Value: { Ref: queue.logicalId } });
+    t.messaging.hasOutput(`${prefix}DeadLetterQueueUrl`, { Value: { Ref: dlq.logicalId } });
   });
 });
 
@@ -243,21 +285,29 @@ describe('services', () => {
     }
   });
 
-  test('booking-service may send to the queue and not receive', () => {
-    const actions = allowedActions(t.services, taskRoleOf(t.services, 'booking-service'));
-    expect(actions).toContain('sqs:SendMessage');
-    for (const forbidden of ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:*']) {
-      expect(actions).not.toContain(forbidden);
-    }
+  // What grantSendMessages and grantConsumeMessages give, and nothing more.
+  const SEND = ['sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:SendMessage'];
+  const CONSUME = ['sqs:ChangeMessageVisibility', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:ReceiveMessage'];
+
+  test('each relay may send only to the queue it publishes to, each consumer consume only its queue', () => {
+    // toEqual: no other queue (the DLQs included), no other resource, no other SQS action.
+    expect(sqsGrantsOf(t, 'booking-service')).toEqual({ 'bookings.fifo': SEND, 'payment-events.fifo': CONSUME });
+    expect(sqsGrantsOf(t, 'payment-service')).toEqual({ 'bookings.fifo': CONSUME, 'payment-events.fifo': SEND });
   });
 
-  test('payment-service may receive and delete and not send', () => {
-    const actions = allowedActions(t.services, taskRoleOf(t.services, 'payment-service'));
-    for (const needed of ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility']) {
-      expect(actions).toContain(needed);
+  test('neither service may publish into the other direction or take the other\u2019s messages', () => {
+    const booking = sqsGrantsOf(t, 'booking-service');
+    const payment = sqsGrantsOf(t, 'payment-service');
+    expect(booking['payment-events.fifo']).not.toContain('sqs:SendMessage');
+    expect(booking['bookings.fifo']).not.toContain('sqs:ReceiveMessage');
+    expect(booking['bookings.fifo']).not.toContain('sqs:DeleteMessage');
+    expect(payment['bookings.fifo']).not.toContain('sqs:SendMessage');
+    expect(payment['payment-events.fifo']).not.toContain('sqs:ReceiveMessage');
+    expect(payment['payment-events.fifo']).not.toContain('sqs:DeleteMessage');
+    for (const name of ['booking-service', 'payment-service']) {
+      const actions = allowedActions(t.services, taskRoleOf(t.services, name));
+      for (const wildcard of ['sqs:*', '*']) expect(actions).not.toContain(wildcard);
     }
-    expect(actions).not.toContain('sqs:SendMessage');
-    expect(actions).not.toContain('sqs:*');
   });
 
   test('each execution role may read its own service’s database secret and no other', () => {
@@ -338,7 +388,18 @@ describe('services', () => {
     }
   });
 
-  test('containers get the contract: database name, queue URL, JSON logs, EMF for booking-service', () => {
+  test('containers get the contract: database name, both queue URLs, relay and consumer on, JSON logs, EMF', () => {
+    const bookingsUrl = { 'Fn::ImportValue': expect.stringMatching(/ExportsOutputRefBookingsQueue/) };
+    const paymentEventsUrl = { 'Fn::ImportValue': expect.stringMatching(/ExportsOutputRefPaymentEventsQueue/) };
+    // Both services run a relay (their own outbox) and a consumer (the other's events).
+    const saga = {
+      SQS_QUEUE_URL: bookingsUrl,
+      PAYMENT_EVENTS_QUEUE_URL: paymentEventsUrl,
+      RELAY_ENABLED: 'true',
+      CONSUMER_ENABLED: 'true',
+      EMF_NAMESPACE: 'TransactionalOutbox',
+      CONSUMER_VISIBILITY_TIMEOUT: '30s',
+    };
     const booking = containerOf(t.services, 'booking-service');
     expect(envOf(booking)).toMatchObject({
       BIND_ADDR: '0.0.0.0:8080',
@@ -346,9 +407,7 @@ describe('services', () => {
       PGDATABASE: 'booking',
       PGSSLMODE: 'verify-full',
       PGSSLROOTCERT: '/etc/ssl/certs/rds-global-bundle.pem',
-      RELAY_ENABLED: 'true',
-      EMF_NAMESPACE: 'TransactionalOutbox',
-      SQS_QUEUE_URL: { 'Fn::ImportValue': expect.stringContaining('BookingsQueue') },
+      ...saga,
     });
     expect(booking.PortMappings).toEqual([expect.objectContaining({ ContainerPort: 8080 })]);
 
@@ -359,8 +418,8 @@ describe('services', () => {
       PGDATABASE: 'payment',
       PGSSLMODE: 'verify-full',
       PGSSLROOTCERT: '/etc/ssl/certs/rds-global-bundle.pem',
+      ...saga,
     });
-    expect(envOf(payment).EMF_NAMESPACE).toBeUndefined();
 
     for (const container of [booking, payment]) {
       expect(container.Secrets.map((s: any) => s.Name).sort()).toEqual(['PGHOST', 'PGPASSWORD', 'PGPORT', 'PGUSER']);
@@ -413,7 +472,7 @@ describe('services', () => {
   });
 
   test('outputs what a person and the block script need', () => {
-    for (const output of ['LoadBalancerUrl', 'SwaggerUiUrl', 'PaymentsApiUrl', 'BookingTaskRoleArn']) {
+    for (const output of ['LoadBalancerUrl', 'SwaggerUiUrl', 'PaymentsApiUrl', 'BookingTaskRoleArn', 'PaymentTaskRoleArn']) {
       t.services.hasOutput(output, {});
     }
     t.services.hasOutput('SwaggerUiUrl', {
