@@ -383,7 +383,8 @@ export class ServicesStack extends Stack {
       value: bookingRole.roleArn,
     });
     new CfnOutput(this, 'PaymentTaskRoleArn', {
-      description: 'Role payment-service\u2019s relay sends to payment-events.fifo with',
+      description:
+        'Role payment-service\u2019s relay sends to payment-events.fifo with (infra/scripts/block-queue.sh --queue payment-events denies it)',
       value: paymentRole.roleArn,
     });
     new CfnOutput(this, 'ClusterName', { value: cluster.clusterName });
