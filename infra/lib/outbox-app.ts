@@ -37,7 +37,7 @@ export function createOutboxStacks(app: App): OutboxStacks {
     tags,
   });
   const data = new DataStack(app, STACK_NAMES.data, {
-    description: 'Transactional outbox demo: Aurora PostgreSQL Serverless v2, one role and database per service',
+    description: 'Transactional outbox demo: Aurora PostgreSQL Serverless v2, one role and database per service, the operator token',
     vpc: network.vpc,
     minCapacity: config.dbMinCapacity,
     maxCapacity: config.dbMaxCapacity,
@@ -54,6 +54,7 @@ export function createOutboxStacks(app: App): OutboxStacks {
     vpc: network.vpc,
     database: data.cluster,
     databaseSecrets: data.serviceSecrets,
+    adminToken: data.adminToken,
     queue: messaging.queue,
     deadLetterQueue: messaging.deadLetterQueue,
     paymentEventsQueue: messaging.paymentEventsQueue,

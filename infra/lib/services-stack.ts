@@ -20,6 +20,8 @@ export interface ServicesStackProps extends StackProps {
   readonly database: rds.DatabaseCluster;
   /** Each service's own database secret (its role, never the admin's). */
   readonly databaseSecrets: Record<ServiceKey, secretsmanager.ISecret>;
+  /** ADMIN_TOKEN, the bearer token of both services' operator endpoints. */
+  readonly adminToken: secretsmanager.ISecret;
   /** bookings.fifo: booking-service publishes, payment-service consumes. */
   readonly queue: sqs.IQueue;
   readonly deadLetterQueue: sqs.IQueue;
@@ -187,11 +189,14 @@ export class ServicesStack extends Stack {
           CONSUMER_VISIBILITY_TIMEOUT: '30s',
         },
         // The service's own secret (JSON); ECS resolves one key per variable at task start.
+        // ADMIN_TOKEN is a plain-string secret of its own, the same for both services. Each
+        // reference also grants the task's execution role (not the task role) read on it.
         secrets: {
           PGHOST: ecs.Secret.fromSecretsManager(secret, 'host'),
           PGPORT: ecs.Secret.fromSecretsManager(secret, 'port'),
           PGUSER: ecs.Secret.fromSecretsManager(secret, 'username'),
           PGPASSWORD: ecs.Secret.fromSecretsManager(secret, 'password'),
+          ADMIN_TOKEN: ecs.Secret.fromSecretsManager(props.adminToken),
         },
         logging: ecs.LogDrivers.awsLogs({
           logGroup,
@@ -463,8 +468,8 @@ export class ServicesStack extends Stack {
       Validations.of(service.taskDefinition).acknowledge({
         id: 'AwsSolutions-ECS2',
         reason:
-          'Only non-secret settings (addresses, log format, queue URL, database name, CA path) are plain ' +
-          'environment variables; the database credentials come from Secrets Manager as ECS secrets.',
+          'Only non-secret settings (addresses, log format, queue URLs, database name, CA path) are plain ' +
+          'environment variables; the database credentials and ADMIN_TOKEN come from Secrets Manager as ECS secrets.',
       });
     }
   }
