@@ -49,8 +49,9 @@ export const RDS_CA_BUNDLE_PATH = '/etc/ssl/certs/rds-global-bundle.pem';
  * CONSUMER_WAIT_TIME, 20 s; abandoning it would hide the messages it took for the visibility
  * timeout and count a receive towards the DLQ), then finishes and commits that batch; the relay
  * lets in-flight SendMessageBatch calls end (the SDK's operation timeout is 25 s), records them
- * and releases its claims. Both services run both, side by side. Fargate's default of 30 s can cut either short; 60 s covers 20 s + a
- * batch, or 25 s + recording, with room. (Fargate allows up to 120 s.)
+ * and releases its claims. Both services run both, side by side. Fargate's default of 30 s can
+ * cut either short; 60 s covers 20 s + a batch, or 25 s + recording, with room. (Fargate allows
+ * up to 120 s.)
  */
 export const STOP_TIMEOUT = Duration.seconds(60);
 
@@ -183,8 +184,8 @@ export class ServicesStack extends Stack {
           PAYMENT_EVENTS_QUEUE_URL: props.paymentEventsQueue.queueUrl,
           RELAY_ENABLED: 'true',
           CONSUMER_ENABLED: 'true',
-          // The relay prints its outbox backlog as EMF (dimension ServiceName); the alarm and
-          // the dashboard read it.
+          // The relay prints its outbox backlog as EMF (dimension ServiceName); the backlog alarm
+          // and the dashboard read booking-service's.
           EMF_NAMESPACE,
           CONSUMER_VISIBILITY_TIMEOUT: '30s',
         },
