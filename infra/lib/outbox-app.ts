@@ -58,6 +58,7 @@ export function createOutboxStacks(app: App): OutboxStacks {
     queue: messaging.queue,
     deadLetterQueue: messaging.deadLetterQueue,
     paymentEventsQueue: messaging.paymentEventsQueue,
+    paymentEventsDeadLetterQueue: messaging.paymentEventsDeadLetterQueue,
     alarmTopic: messaging.alarmTopic,
     cpuArchitecture: config.cpuArchitecture,
     dbMaxCapacity: config.dbMaxCapacity,

@@ -27,6 +27,7 @@ export interface ServicesStackProps extends StackProps {
   readonly deadLetterQueue: sqs.IQueue;
   /** payment-events.fifo: payment-service publishes, booking-service consumes. */
   readonly paymentEventsQueue: sqs.IQueue;
+  readonly paymentEventsDeadLetterQueue: sqs.IQueue;
   readonly alarmTopic?: sns.ITopic;
   readonly cpuArchitecture: 'arm64' | 'x86_64';
   /** Aurora's maximum ACUs, for the "at max capacity" alarm. */
@@ -282,6 +283,13 @@ export class ServicesStack extends Stack {
     props.queue.grantConsumeMessages(paymentRole);
     props.paymentEventsQueue.grantSendMessages(paymentRole);
     props.paymentEventsQueue.grantConsumeMessages(bookingRole);
+    // A consumer moves a poison message to its queue's DLQ at once (GetQueueUrl by the name in
+    // the redrive policy, then SendMessage), so the valid messages behind it in its FIFO group
+    // are not dead-lettered with it. Send only: receiving from or deleting in a DLQ is the
+    // operator's redrive, never a task's.
+    const dlqSend = ['sqs:SendMessage', 'sqs:GetQueueUrl'];
+    props.deadLetterQueue.grant(paymentRole, ...dlqSend);
+    props.paymentEventsDeadLetterQueue.grant(bookingRole, ...dlqSend);
 
     // Liveness, not readiness: /health/ready is a database round trip, so a failover, patching or
     // a saturated pool would mark every task unhealthy at once and ECS would replace them all

@@ -300,11 +300,33 @@ describe('services', () => {
   // What grantSendMessages and grantConsumeMessages give, and nothing more.
   const SEND = ['sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:SendMessage'];
   const CONSUME = ['sqs:ChangeMessageVisibility', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:ReceiveMessage'];
+  // A consumer's poison move: resolve the DLQ's URL by name, send to it. Nothing else on a DLQ.
+  const DEAD_LETTER = ['sqs:GetQueueUrl', 'sqs:SendMessage'];
 
-  test('each relay may send only to the queue it publishes to, each consumer consume only its queue', () => {
-    // toEqual: no other queue (the DLQs included), no other resource, no other SQS action.
-    expect(sqsGrantsOf(t, 'booking-service')).toEqual({ 'bookings.fifo': SEND, 'payment-events.fifo': CONSUME });
-    expect(sqsGrantsOf(t, 'payment-service')).toEqual({ 'bookings.fifo': CONSUME, 'payment-events.fifo': SEND });
+  test('each relay may send only to the queue it publishes to, each consumer consume only its queue and send to its DLQ', () => {
+    // toEqual: no other queue (the other direction's DLQ included), no other resource, no other SQS action.
+    expect(sqsGrantsOf(t, 'booking-service')).toEqual({
+      'bookings.fifo': SEND,
+      'payment-events.fifo': CONSUME,
+      'payment-events-dlq.fifo': DEAD_LETTER,
+    });
+    expect(sqsGrantsOf(t, 'payment-service')).toEqual({
+      'bookings.fifo': CONSUME,
+      'bookings-dlq.fifo': DEAD_LETTER,
+      'payment-events.fifo': SEND,
+    });
+  });
+
+  test('no task role may receive from, delete in or send to a DLQ other than its own queue’s', () => {
+    const booking = sqsGrantsOf(t, 'booking-service');
+    const payment = sqsGrantsOf(t, 'payment-service');
+    expect(booking['bookings-dlq.fifo']).toBeUndefined();
+    expect(payment['payment-events-dlq.fifo']).toBeUndefined();
+    for (const actions of [booking['payment-events-dlq.fifo'], payment['bookings-dlq.fifo']]) {
+      for (const action of ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility', 'sqs:PurgeQueue']) {
+        expect(actions).not.toContain(action);
+      }
+    }
   });
 
   test('neither service may publish into the other direction or take the other\u2019s messages', () => {
