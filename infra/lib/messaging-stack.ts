@@ -16,48 +16,58 @@ export interface MessagingStackProps extends StackProps {
 /** Queue names fixed by the services' contract (the same names are used locally). */
 export const QUEUE_NAME = 'bookings.fifo';
 export const DEAD_LETTER_QUEUE_NAME = 'bookings-dlq.fifo';
+export const PAYMENT_EVENTS_QUEUE_NAME = 'payment-events.fifo';
+export const PAYMENT_EVENTS_DEAD_LETTER_QUEUE_NAME = 'payment-events-dlq.fifo';
+
+/** After this many receives SQS moves a message to its dead-letter queue. */
+export const MAX_RECEIVE_COUNT = 5;
+
+/** One direction of the saga: a FIFO queue, its dead-letter queue, their alarms and outputs. */
+interface QueueSpec {
+  /** Construct ids; the bookings ids predate the second queue and stay as they are. */
+  readonly ids: { readonly queue: string; readonly deadLetterQueue: string; readonly prefix: string };
+  readonly queueName: string;
+  readonly deadLetterQueueName: string;
+  readonly producer: string;
+  readonly consumer: string;
+}
 
 /**
- * The FIFO queue between the booking-service outbox relay and the payment-service consumer,
- * its dead-letter queue, the alarms on both, and the optional alarm topic.
+ * The two FIFO queues of the saga, each with its dead-letter queue: bookings.fifo carries
+ * booking-service's FlightBooked events to payment-service, payment-events.fifo carries
+ * payment-service's PaymentApproved / PaymentDeclined / PaymentRefunded back to booking-service.
+ * Both services publish through their own outbox relay. Plus the alarms on the four queues and
+ * the optional alarm topic.
  */
 export class MessagingStack extends Stack {
   readonly queue: sqs.Queue;
   readonly deadLetterQueue: sqs.Queue;
+  readonly paymentEventsQueue: sqs.Queue;
+  readonly paymentEventsDeadLetterQueue: sqs.Queue;
   readonly alarmTopic?: sns.ITopic;
 
   constructor(scope: Construct, id: string, props: MessagingStackProps = {}) {
     super(scope, id, props);
 
-    this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
-      queueName: DEAD_LETTER_QUEUE_NAME,
-      fifo: true,
-      retentionPeriod: Duration.days(14),
-      encryption: sqs.QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
-
-    this.queue = new sqs.Queue(this, 'BookingsQueue', {
+    const bookings = this.createQueue({
+      ids: { queue: 'BookingsQueue', deadLetterQueue: 'DeadLetterQueue', prefix: '' },
       queueName: QUEUE_NAME,
-      fifo: true,
-      // The relay sets MessageDeduplicationId to the outbox event id: a re-sent event is
-      // dropped by SQS even when its body differs (e.g. a new trace context).
-      contentBasedDeduplication: false,
-      // High-throughput FIFO: quotas per message group instead of per queue. Ordering only
-      // matters within a booking (the group id), and the default 300 calls/s per queue is what
-      // two to four relays with 8 batches in flight each would hit. Deduplication by event id
-      // works the same per group, as an event never changes group.
-      deduplicationScope: sqs.DeduplicationScope.MESSAGE_GROUP,
-      fifoThroughputLimit: sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
-      // The consumer extends visibility while it works, so this only bounds a crashed consumer.
-      visibilityTimeout: Duration.seconds(60),
-      retentionPeriod: Duration.days(4),
-      encryption: sqs.QueueEncryption.SQS_MANAGED,
-      enforceSSL: true,
-      deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: 5 },
-      removalPolicy: RemovalPolicy.DESTROY,
+      deadLetterQueueName: DEAD_LETTER_QUEUE_NAME,
+      producer: 'booking-service',
+      consumer: 'payment-service',
     });
+    this.queue = bookings.queue;
+    this.deadLetterQueue = bookings.deadLetterQueue;
+
+    const paymentEvents = this.createQueue({
+      ids: { queue: 'PaymentEventsQueue', deadLetterQueue: 'PaymentEventsDeadLetterQueue', prefix: 'PaymentEvents' },
+      queueName: PAYMENT_EVENTS_QUEUE_NAME,
+      deadLetterQueueName: PAYMENT_EVENTS_DEAD_LETTER_QUEUE_NAME,
+      producer: 'payment-service',
+      consumer: 'booking-service',
+    });
+    this.paymentEventsQueue = paymentEvents.queue;
+    this.paymentEventsDeadLetterQueue = paymentEvents.deadLetterQueue;
 
     if (props.alarmEmail) {
       // CloudWatch cannot publish to a topic encrypted with the AWS-managed SNS key,
@@ -98,13 +108,47 @@ export class MessagingStack extends Stack {
       this.alarmTopic = topic;
     }
 
+    alarmActions([...bookings.alarms, ...paymentEvents.alarms], this.alarmTopic);
+  }
+
+  private createQueue(spec: QueueSpec): { queue: sqs.Queue; deadLetterQueue: sqs.Queue; alarms: cloudwatch.Alarm[] } {
+    const deadLetterQueue = new sqs.Queue(this, spec.ids.deadLetterQueue, {
+      queueName: spec.deadLetterQueueName,
+      fifo: true,
+      retentionPeriod: Duration.days(14),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+
+    const queue = new sqs.Queue(this, spec.ids.queue, {
+      queueName: spec.queueName,
+      fifo: true,
+      // The relay sets MessageDeduplicationId to the outbox event id: a re-sent event is
+      // dropped by SQS even when its body differs (e.g. a new trace context).
+      contentBasedDeduplication: false,
+      // High-throughput FIFO: quotas per message group instead of per queue. Ordering only
+      // matters within a booking (the group id), and the default 300 calls/s per queue is what
+      // two to four relays with 8 batches in flight each would hit. Deduplication by event id
+      // works the same per group, as an event never changes group.
+      deduplicationScope: sqs.DeduplicationScope.MESSAGE_GROUP,
+      fifoThroughputLimit: sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
+      // The consumer extends visibility while it works, so this only bounds a crashed consumer.
+      visibilityTimeout: Duration.seconds(60),
+      retentionPeriod: Duration.days(4),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      deadLetterQueue: { queue: deadLetterQueue, maxReceiveCount: MAX_RECEIVE_COUNT },
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+
     // SQS publishes its metrics every five minutes and stops for an idle queue:
     // missing data means "nothing happening", not "broken".
-    const dlqAlarm = new cloudwatch.Alarm(this, 'DeadLetterQueueNotEmpty', {
+    const dlqAlarm = new cloudwatch.Alarm(this, `${spec.ids.prefix}DeadLetterQueueNotEmpty`, {
       alarmDescription:
-        'Messages reached bookings-dlq.fifo: payment-service failed to process them 5 times. ' +
+        `Messages reached ${spec.deadLetterQueueName}: ${spec.consumer} failed to process them ${MAX_RECEIVE_COUNT} times. ` +
         'Inspect, fix, then redrive from the SQS console.',
-      metric: this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+      metric: deadLetterQueue.metricApproximateNumberOfMessagesVisible({
         period: Duration.minutes(1),
         statistic: cloudwatch.Stats.MAXIMUM,
       }),
@@ -114,10 +158,10 @@ export class MessagingStack extends Stack {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
 
-    const queueAgeAlarm = new cloudwatch.Alarm(this, 'QueueOldestMessageAge', {
+    const queueAgeAlarm = new cloudwatch.Alarm(this, `${spec.ids.prefix}QueueOldestMessageAge`, {
       alarmDescription:
-        'The oldest message in bookings.fifo waits for more than 5 minutes: payment-service is not consuming.',
-      metric: this.queue.metricApproximateAgeOfOldestMessage({
+        `The oldest message in ${spec.queueName} waits for more than 5 minutes: ${spec.consumer} is not consuming.`,
+      metric: queue.metricApproximateAgeOfOldestMessage({
         period: Duration.minutes(1),
         statistic: cloudwatch.Stats.MAXIMUM,
       }),
@@ -127,12 +171,14 @@ export class MessagingStack extends Stack {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
 
-    alarmActions([dlqAlarm, queueAgeAlarm], this.alarmTopic);
-
-    new CfnOutput(this, 'QueueUrl', { description: QUEUE_NAME, value: this.queue.queueUrl });
-    new CfnOutput(this, 'DeadLetterQueueUrl', {
-      description: DEAD_LETTER_QUEUE_NAME,
-      value: this.deadLetterQueue.queueUrl,
+    new CfnOutput(this, `${spec.ids.prefix}QueueUrl`, {
+      description: `${spec.queueName} (${spec.producer} publishes, ${spec.consumer} consumes)`,
+      value: queue.queueUrl,
     });
+    new CfnOutput(this, `${spec.ids.prefix}DeadLetterQueueUrl`, {
+      description: spec.deadLetterQueueName,
+      value: deadLetterQueue.queueUrl,
+    });
+    return { queue, deadLetterQueue, alarms: [dlqAlarm, queueAgeAlarm] };
   }
 }

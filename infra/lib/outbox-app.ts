@@ -37,7 +37,7 @@ export function createOutboxStacks(app: App): OutboxStacks {
     tags,
   });
   const data = new DataStack(app, STACK_NAMES.data, {
-    description: 'Transactional outbox demo: Aurora PostgreSQL Serverless v2, one role and database per service',
+    description: 'Transactional outbox demo: Aurora PostgreSQL Serverless v2, one role and database per service, the operator token',
     vpc: network.vpc,
     minCapacity: config.dbMinCapacity,
     maxCapacity: config.dbMaxCapacity,
@@ -45,7 +45,7 @@ export function createOutboxStacks(app: App): OutboxStacks {
     tags,
   });
   const messaging = new MessagingStack(app, STACK_NAMES.messaging, {
-    description: 'Transactional outbox demo: SQS FIFO queue, dead-letter queue, queue alarms',
+    description: 'Transactional outbox demo: SQS FIFO queues (bookings, payment events), their dead-letter queues, queue alarms',
     alarmEmail: config.alarmEmail,
     tags,
   });
@@ -54,8 +54,11 @@ export function createOutboxStacks(app: App): OutboxStacks {
     vpc: network.vpc,
     database: data.cluster,
     databaseSecrets: data.serviceSecrets,
+    adminToken: data.adminToken,
     queue: messaging.queue,
     deadLetterQueue: messaging.deadLetterQueue,
+    paymentEventsQueue: messaging.paymentEventsQueue,
+    paymentEventsDeadLetterQueue: messaging.paymentEventsDeadLetterQueue,
     alarmTopic: messaging.alarmTopic,
     cpuArchitecture: config.cpuArchitecture,
     dbMaxCapacity: config.dbMaxCapacity,

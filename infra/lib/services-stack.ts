@@ -20,8 +20,14 @@ export interface ServicesStackProps extends StackProps {
   readonly database: rds.DatabaseCluster;
   /** Each service's own database secret (its role, never the admin's). */
   readonly databaseSecrets: Record<ServiceKey, secretsmanager.ISecret>;
+  /** ADMIN_TOKEN, the bearer token of both services' operator endpoints. */
+  readonly adminToken: secretsmanager.ISecret;
+  /** bookings.fifo: booking-service publishes, payment-service consumes. */
   readonly queue: sqs.IQueue;
   readonly deadLetterQueue: sqs.IQueue;
+  /** payment-events.fifo: payment-service publishes, booking-service consumes. */
+  readonly paymentEventsQueue: sqs.IQueue;
+  readonly paymentEventsDeadLetterQueue: sqs.IQueue;
   readonly alarmTopic?: sns.ITopic;
   readonly cpuArchitecture: 'arm64' | 'x86_64';
   /** Aurora's maximum ACUs, for the "at max capacity" alarm. */
@@ -33,19 +39,20 @@ export interface ServicesStackProps extends StackProps {
 /** The Docker build context: the workspace root, so the images see Cargo.lock, crates/, migrations/, .sqlx/. */
 const REPO_ROOT = path.join(__dirname, '..', '..');
 
-/** Namespace and dimension of the outbox metrics booking-service prints as CloudWatch EMF. */
+/** Namespace of the outbox metrics the services' relays print as CloudWatch EMF. */
 export const EMF_NAMESPACE = 'TransactionalOutbox';
 
 /** Where the images keep the RDS CA bundle (docker/*.Dockerfile downloads it there). */
 export const RDS_CA_BUNDLE_PATH = '/etc/ssl/certs/rds-global-bundle.pem';
 
 /**
- * SIGTERM to SIGKILL. After SIGTERM payment-service lets a running long poll end (up to
+ * SIGTERM to SIGKILL. After SIGTERM the consumer lets a running long poll end (up to
  * CONSUMER_WAIT_TIME, 20 s; abandoning it would hide the messages it took for the visibility
  * timeout and count a receive towards the DLQ), then finishes and commits that batch; the relay
  * lets in-flight SendMessageBatch calls end (the SDK's operation timeout is 25 s), records them
- * and releases its claims. Fargate's default of 30 s can cut either short; 60 s covers 20 s + a
- * batch, or 25 s + recording, with room. (Fargate allows up to 120 s.)
+ * and releases its claims. Both services run both, side by side. Fargate's default of 30 s can
+ * cut either short; 60 s covers 20 s + a batch, or 25 s + recording, with room. (Fargate allows
+ * up to 120 s.)
  */
 export const STOP_TIMEOUT = Duration.seconds(60);
 
@@ -65,7 +72,6 @@ interface ServiceSpec {
   readonly key: ServiceKey;
   readonly name: 'booking-service' | 'payment-service';
   readonly port: number;
-  readonly environment: Record<string, string>;
 }
 
 /**
@@ -172,15 +178,27 @@ export class ServicesStack extends Stack {
           // the image, and the host name against PGHOST (the cluster endpoint).
           PGSSLMODE: 'verify-full',
           PGSSLROOTCERT: RDS_CA_BUNDLE_PATH,
+          // Both services run a relay (their own outbox) and a consumer (the other's events):
+          // booking-service publishes to bookings.fifo and consumes payment-events.fifo,
+          // payment-service the other way round. Each reads the URL it needs.
           SQS_QUEUE_URL: props.queue.queueUrl,
-          ...spec.environment,
+          PAYMENT_EVENTS_QUEUE_URL: props.paymentEventsQueue.queueUrl,
+          RELAY_ENABLED: 'true',
+          CONSUMER_ENABLED: 'true',
+          // The relay prints its outbox backlog as EMF (dimension ServiceName); the backlog alarm
+          // and the dashboard read booking-service's.
+          EMF_NAMESPACE,
+          CONSUMER_VISIBILITY_TIMEOUT: '30s',
         },
         // The service's own secret (JSON); ECS resolves one key per variable at task start.
+        // ADMIN_TOKEN is a plain-string secret of its own, the same for both services. Each
+        // reference also grants the task's execution role (not the task role) read on it.
         secrets: {
           PGHOST: ecs.Secret.fromSecretsManager(secret, 'host'),
           PGPORT: ecs.Secret.fromSecretsManager(secret, 'port'),
           PGUSER: ecs.Secret.fromSecretsManager(secret, 'username'),
           PGPASSWORD: ecs.Secret.fromSecretsManager(secret, 'password'),
+          ADMIN_TOKEN: ecs.Secret.fromSecretsManager(props.adminToken),
         },
         logging: ecs.LogDrivers.awsLogs({
           logGroup,
@@ -245,7 +263,6 @@ export class ServicesStack extends Stack {
         key: 'booking',
         name: 'booking-service',
         port: 8080,
-        environment: { RELAY_ENABLED: 'true', EMF_NAMESPACE },
       },
       2,
     );
@@ -254,14 +271,25 @@ export class ServicesStack extends Stack {
         key: 'payment',
         name: 'payment-service',
         port: 8081,
-        environment: { CONSUMER_VISIBILITY_TIMEOUT: '30s' },
       },
       PAYMENT_TASKS.min,
     );
 
-    // Least privilege through grants: the relay only sends, the consumer only receives.
-    props.queue.grantSendMessages(this.bookingService.taskDefinition.taskRole);
-    props.queue.grantConsumeMessages(this.paymentService.taskDefinition.taskRole);
+    // Least privilege through grants: a relay only sends to the queue it publishes to, a
+    // consumer only receives from the queue it consumes; neither touches the other direction.
+    const bookingRole = this.bookingService.taskDefinition.taskRole;
+    const paymentRole = this.paymentService.taskDefinition.taskRole;
+    props.queue.grantSendMessages(bookingRole);
+    props.queue.grantConsumeMessages(paymentRole);
+    props.paymentEventsQueue.grantSendMessages(paymentRole);
+    props.paymentEventsQueue.grantConsumeMessages(bookingRole);
+    // A consumer moves a poison message to its queue's DLQ at once (GetQueueUrl by the name in
+    // the redrive policy, then SendMessage), so the valid messages behind it in its FIFO group
+    // are not dead-lettered with it. Send only: receiving from or deleting in a DLQ is the
+    // operator's redrive, never a task's.
+    const dlqSend = ['sqs:SendMessage', 'sqs:GetQueueUrl'];
+    props.deadLetterQueue.grant(paymentRole, ...dlqSend);
+    props.paymentEventsDeadLetterQueue.grant(bookingRole, ...dlqSend);
 
     // Liveness, not readiness: /health/ready is a database round trip, so a failover, patching or
     // a saturated pool would mark every task unhealthy at once and ECS would replace them all
@@ -365,8 +393,13 @@ export class ServicesStack extends Stack {
       value: `${baseUrl}/api/payments`,
     });
     new CfnOutput(this, 'BookingTaskRoleArn', {
-      description: 'Role the outbox relay sends with (infra/scripts/block-queue.sh denies it)',
-      value: this.bookingService.taskDefinition.taskRole.roleArn,
+      description: 'Role booking-service\u2019s relay sends to bookings.fifo with (infra/scripts/block-queue.sh denies it)',
+      value: bookingRole.roleArn,
+    });
+    new CfnOutput(this, 'PaymentTaskRoleArn', {
+      description:
+        'Role payment-service\u2019s relay sends to payment-events.fifo with (infra/scripts/block-queue.sh --queue payment-events denies it)',
+      value: paymentRole.roleArn,
     });
     new CfnOutput(this, 'ClusterName', { value: cluster.clusterName });
     new CfnOutput(this, 'DashboardUrl', {
@@ -444,8 +477,8 @@ export class ServicesStack extends Stack {
       Validations.of(service.taskDefinition).acknowledge({
         id: 'AwsSolutions-ECS2',
         reason:
-          'Only non-secret settings (addresses, log format, queue URL, database name, CA path) are plain ' +
-          'environment variables; the database credentials come from Secrets Manager as ECS secrets.',
+          'Only non-secret settings (addresses, log format, queue URLs, database name, CA path) are plain ' +
+          'environment variables; the database credentials and ADMIN_TOKEN come from Secrets Manager as ECS secrets.',
       });
     }
   }

@@ -1,4 +1,5 @@
-"""Tests for queue_policy.py and, through a fake `aws` on PATH, for block-queue.sh / unblock-queue.sh.
+"""Tests for queue_policy.py and, through a fake `aws` on PATH, for block-queue.sh / unblock-queue.sh
+and redrive-dlq.sh --dry-run.
 
     python3 -m unittest discover -s infra/scripts -p 'test_*.py'
 """
@@ -18,6 +19,11 @@ import queue_policy
 QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:bookings.fifo"
 QUEUE_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/bookings.fifo"
 ROLE_ARN = "arn:aws:iam::123456789012:role/OutboxServices-BookingTaskTaskRole-ABC"
+DLQ_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/bookings-dlq.fifo"
+PAYMENT_EVENTS_ARN = "arn:aws:sqs:eu-west-1:123456789012:payment-events.fifo"
+PAYMENT_EVENTS_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/payment-events.fifo"
+PAYMENT_EVENTS_DLQ_URL = "https://sqs.eu-west-1.amazonaws.com/123456789012/payment-events-dlq.fifo"
+PAYMENT_ROLE_ARN = "arn:aws:iam::123456789012:role/OutboxServices-PaymentTaskTaskRole-DEF"
 TLS_ONLY = {
     "Effect": "Deny",
     "Principal": {"AWS": "*"},
@@ -76,6 +82,12 @@ class PolicyMergeTest(unittest.TestCase):
         self.assertIsNone(queue_policy.unblock(queue_policy.block(None, QUEUE_ARN, ROLE_ARN)))
         self.assertEqual(queue_policy.set_attributes(None), {"Policy": ""})
 
+    def test_another_sid_leaves_the_default_statement_alone(self):
+        bookings_blocked = queue_policy.block(CDK_POLICY, QUEUE_ARN, ROLE_ARN)
+        both = queue_policy.block(bookings_blocked, QUEUE_ARN, PAYMENT_ROLE_ARN, sid="DemoDenyPaymentSend")
+        self.assertEqual([s.get("Sid") for s in both["Statement"]], [None, "DemoDenyBookingSend", "DemoDenyPaymentSend"])
+        self.assertEqual(queue_policy.unblock(both, sid="DemoDenyPaymentSend"), bookings_blocked)
+
     def test_main_turns_get_attributes_output_into_set_attributes_input(self):
         attributes = {"Attributes": {"QueueArn": QUEUE_ARN, "Policy": json.dumps(CDK_POLICY)}}
         out, err = io.StringIO(), io.StringIO()
@@ -100,6 +112,10 @@ FAKE_AWS = textwrap.dedent(
     if args[:2] == ["cloudformation", "describe-stacks"]:
         key = re.search(r"OutputKey=='(\\w+)'", opt("--query")).group(1)
         print(state["outputs"].get(opt("--stack-name"), {}).get(key, "None"))
+    elif args[:2] == ["sqs", "get-queue-attributes"] and "--query" in args:
+        # redrive-dlq.sh: one attribute as text, from the "queues" map.
+        queue = state["queues"][opt("--queue-url")]
+        print(queue[opt("--query").removeprefix("Attributes.")])
     elif args[:2] == ["sqs", "get-queue-attributes"]:
         assert opt("--queue-url") == state["queue_url"], "wrong queue"
         attributes = {"QueueArn": state["queue_arn"]}
@@ -135,14 +151,25 @@ class ScriptsTest(unittest.TestCase):
                     "queue_arn": QUEUE_ARN,
                     "policy": json.dumps(CDK_POLICY),
                     "outputs": {
-                        "OutboxMessaging": {"QueueUrl": QUEUE_URL},
-                        "OutboxServices": {"BookingTaskRoleArn": ROLE_ARN},
+                        "OutboxMessaging": {
+                            "QueueUrl": QUEUE_URL,
+                            "DeadLetterQueueUrl": DLQ_URL,
+                            "PaymentEventsQueueUrl": PAYMENT_EVENTS_URL,
+                            "PaymentEventsDeadLetterQueueUrl": PAYMENT_EVENTS_DLQ_URL,
+                        },
+                        "OutboxServices": {"BookingTaskRoleArn": ROLE_ARN, "PaymentTaskRoleArn": PAYMENT_ROLE_ARN},
+                    },
+                    "queues": {
+                        url: {"QueueArn": url.replace("https://sqs.eu-west-1.amazonaws.com/123456789012/",
+                                                      "arn:aws:sqs:eu-west-1:123456789012:"),
+                              "ApproximateNumberOfMessages": str(waiting)}
+                        for url, waiting in [(QUEUE_URL, 0), (DLQ_URL, 2), (PAYMENT_EVENTS_URL, 0), (PAYMENT_EVENTS_DLQ_URL, 3)]
                     },
                 }
             )
         )
         self.env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_AWS_STATE=str(self.state))
-        for name in ("QUEUE_URL", "BOOKING_ROLE_ARN", "MESSAGING_STACK", "SERVICES_STACK"):
+        for name in ("QUEUE_URL", "DLQ_URL", "BOOKING_ROLE_ARN", "PAYMENT_ROLE_ARN", "MESSAGING_STACK", "SERVICES_STACK"):
             self.env.pop(name, None)
 
     def run_script(self, name, *args):
@@ -167,6 +194,41 @@ class ScriptsTest(unittest.TestCase):
         self.assertEqual(self.policy()["Statement"][-1]["Principal"], {"AWS": other_role})
         calls = json.loads(self.state.read_text())["calls"]
         self.assertNotIn(["cloudformation", "describe-stacks"], calls)
+
+    def use_payment_events_queue(self):
+        state = json.loads(self.state.read_text())
+        state.update(queue_url=PAYMENT_EVENTS_URL, queue_arn=PAYMENT_EVENTS_ARN)
+        state["policy"] = json.dumps(dict(CDK_POLICY, Statement=[dict(TLS_ONLY, Resource=PAYMENT_EVENTS_ARN)]))
+        self.state.write_text(json.dumps(state))
+        return json.loads(state["policy"])
+
+    def test_queue_payment_events_blocks_payment_service_on_payment_events_fifo(self):
+        original = self.use_payment_events_queue()
+        # The fake refuses any other queue URL, so this also checks the output the URL came from.
+        self.run_script("block-queue.sh", "--queue", "payment-events")
+        self.assertEqual(
+            self.policy(), queue_policy.block(original, PAYMENT_EVENTS_ARN, PAYMENT_ROLE_ARN, sid="DemoDenyPaymentSend")
+        )
+        unblocked = self.run_script("unblock-queue.sh", "--queue", "payment-events")
+        self.assertEqual(self.policy(), original)
+        self.assertIn("payment-service", unblocked.stdout)
+
+    def test_an_unknown_queue_is_refused(self):
+        for script in ("block-queue.sh", "unblock-queue.sh", "redrive-dlq.sh"):
+            with self.assertRaises(subprocess.CalledProcessError) as failure:
+                self.run_script(script, "--queue", "payments")
+            self.assertIn("unknown queue: payments", failure.exception.stderr)
+        self.assertEqual(self.policy(), CDK_POLICY)
+
+    def test_redrive_dry_run_counts_the_dlq_of_the_chosen_queue(self):
+        bookings = self.run_script("redrive-dlq.sh", "--dry-run")
+        self.assertEqual(bookings.stdout.splitlines(), ["2 message(s) in arn:aws:sqs:eu-west-1:123456789012:bookings-dlq.fifo"])
+        payment_events = self.run_script("redrive-dlq.sh", "--dry-run", "--queue", "payment-events")
+        self.assertEqual(
+            payment_events.stdout.splitlines(), ["3 message(s) in arn:aws:sqs:eu-west-1:123456789012:payment-events-dlq.fifo"]
+        )
+        calls = json.loads(self.state.read_text())["calls"]
+        self.assertNotIn(["sqs", "start-message-move-task"], calls)
 
     def test_a_missing_stack_output_is_an_error(self):
         self.env["SERVICES_STACK"] = "NotDeployed"

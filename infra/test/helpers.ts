@@ -81,3 +81,34 @@ export function containerOf(template: Template, containerName: string): any {
 export function envOf(container: any): Record<string, unknown> {
   return Object.fromEntries((container.Environment ?? []).map((e: any) => [e.Name, e.Value]));
 }
+
+/**
+ * The SQS actions a container's task role is allowed, per queue name. Resources are resolved
+ * through the messaging stack's exports (the services stack imports the queue ARNs); a statement
+ * on anything that is not one of those queues (a wildcard, say) shows up under its JSON.
+ */
+export function sqsGrantsOf(t: Templates, containerName: string): Record<string, string[]> {
+  const messaging = t.messaging.toJSON();
+  const queueNameByExport = new Map<string, string>();
+  for (const output of Object.values<any>(messaging.Outputs ?? {})) {
+    const target = output.Value?.['Fn::GetAtt'];
+    if (!output.Export || !target || target[1] !== 'Arn') continue;
+    queueNameByExport.set(output.Export.Name, messaging.Resources[target[0]].Properties.QueueName);
+  }
+  const role = taskRoleOf(t.services, containerName);
+  const grants: Record<string, Set<string>> = {};
+  for (const policy of Object.values(resourcesOfType(t.services, 'AWS::IAM::Policy'))) {
+    if (!(policy.Properties.Roles ?? []).some((r: any) => r.Ref === role)) continue;
+    for (const statement of policy.Properties.PolicyDocument.Statement) {
+      if (statement.Effect !== 'Allow') continue;
+      const actions = [statement.Action].flat().filter((a: string) => a === '*' || a.startsWith('sqs:'));
+      if (actions.length === 0) continue;
+      for (const resource of [statement.Resource].flat()) {
+        const key = queueNameByExport.get(resource?.['Fn::ImportValue']) ?? JSON.stringify(resource);
+        grants[key] ??= new Set();
+        for (const action of actions) grants[key].add(action);
+      }
+    }
+  }
+  return Object.fromEntries(Object.entries(grants).map(([queue, actions]) => [queue, [...actions].sort()]));
+}

@@ -4,6 +4,7 @@ import { onlyResource, resourcesOfType, synthTemplates, Templates } from './help
 
 // The README's Deploy section is what an operator follows: it must say what the stacks do.
 const README = fs.readFileSync(path.join(__dirname, '..', '..', 'README.md'), 'utf8');
+const INFRA_README = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
 const CONFIG = fs.readFileSync(path.join(__dirname, '..', 'lib', 'config.ts'), 'utf8');
 
 /** The text under a `### title` heading, up to the next heading of level 2 or 3. */
@@ -66,10 +67,19 @@ describe('README', () => {
   });
 
   test('the outputs table lists exactly the stacks\u2019 outputs', () => {
-    const outputs = [t.messaging, t.services].flatMap((template) =>
+    const outputs = [t.data, t.messaging, t.services].flatMap((template) =>
       Object.keys(template.toJSON().Outputs).filter((name) => !name.startsWith('Export')),
     );
     expect(firstColumnNames(section('Outputs'), 2).sort()).toEqual(outputs.sort());
+  });
+
+  test('the operator token: how to read it from the secret whose ARN the data stack outputs', () => {
+    const command = 'aws secretsmanager get-secret-value --secret-id <arn from output> --query SecretString --output text';
+    expect(README).toContain(command);
+    expect(INFRA_README).toContain(command);
+    t.data.hasOutput('AdminTokenSecretArn', {});
+    // The one-liner names the stack and output that really exist.
+    expect(README).toContain("--stack-name OutboxData --query \"Stacks[0].Outputs[?OutputKey=='AdminTokenSecretArn'].OutputValue\"");
   });
 
   test('prerequisites: the ECS service-linked role and a supported Node.js LTS', () => {

@@ -6,6 +6,7 @@ import {
   containerOf,
   envOf,
   onlyResource,
+  sqsGrantsOf,
   resourcesOfType,
   synthTemplates,
   Templates,
@@ -18,16 +19,25 @@ beforeAll(() => {
   t = synthTemplates();
 });
 
-describe('messaging', () => {
-  test('bookings.fifo redrives to a FIFO dead-letter queue after 5 receives', () => {
-    const dlq = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === 'bookings-dlq.fifo');
-    expect(dlq.properties).toMatchObject({ FifoQueue: true, MessageRetentionPeriod: 14 * 24 * 3600 });
+// Each saga direction: its queue, its DLQ, and the prefix of its alarm and output ids (none for
+// bookings, whose ids predate the second queue).
+const QUEUES = [
+  { queue: 'bookings.fifo', dlq: 'bookings-dlq.fifo', prefix: '' },
+  { queue: 'payment-events.fifo', dlq: 'payment-events-dlq.fifo', prefix: 'PaymentEvents' },
+] as const;
 
-    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === 'bookings.fifo');
+describe('messaging', () => {
+  test.each(QUEUES)('$queue redrives to the FIFO dead-letter queue $dlq after 5 receives', ({ queue: name, dlq: dlqName }) => {
+    const dlq = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === dlqName);
+    expect(dlq.properties).toMatchObject({ FifoQueue: true, MessageRetentionPeriod: 14 * 24 * 3600 });
+    expect(dlq.properties.RedrivePolicy).toBeUndefined();
+
+    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === name);
     expect(queue.properties).toMatchObject({
       FifoQueue: true,
       ContentBasedDeduplication: false,
       VisibilityTimeout: 60,
+      MessageRetentionPeriod: 4 * 24 * 3600,
       RedrivePolicy: {
         deadLetterTargetArn: { 'Fn::GetAtt': [dlq.logicalId, 'Arn'] },
         maxReceiveCount: 5,
@@ -35,16 +45,32 @@ describe('messaging', () => {
     });
   });
 
-  test('both queues use SQS-managed server-side encryption', () => {
+  test('exactly the four queues, with the names the services use', () => {
+    const names = Object.values(resourcesOfType(t.messaging, 'AWS::SQS::Queue')).map((q) => q.Properties.QueueName);
+    expect(names.sort()).toEqual(['bookings-dlq.fifo', 'bookings.fifo', 'payment-events-dlq.fifo', 'payment-events.fifo']);
+  });
+
+  test('payment-events.fifo and its DLQ are set up like bookings.fifo and its DLQ', () => {
+    const props = (name: string) => {
+      const { properties } = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === name);
+      const { QueueName, RedrivePolicy, ...rest } = properties;
+      return { ...rest, maxReceiveCount: RedrivePolicy?.maxReceiveCount };
+    };
+    expect(props('payment-events.fifo')).toEqual(props('bookings.fifo'));
+    expect(props('payment-events-dlq.fifo')).toEqual(props('bookings-dlq.fifo'));
+  });
+
+  test('every queue uses SQS-managed server-side encryption', () => {
     const queues = Object.values(resourcesOfType(t.messaging, 'AWS::SQS::Queue'));
-    expect(queues).toHaveLength(2);
+    expect(queues).toHaveLength(4);
     for (const queue of queues) {
       expect(queue.Properties.SqsManagedSseEnabled).toBe(true);
     }
   });
 
-  test('both queue policies deny every request that is not over TLS', () => {
+  test('every queue policy denies every request that is not over TLS', () => {
     const queues = Object.keys(resourcesOfType(t.messaging, 'AWS::SQS::Queue'));
+    expect(queues).toHaveLength(4);
     for (const logicalId of queues) {
       t.messaging.hasResourceProperties('AWS::SQS::QueuePolicy', {
         Queues: [{ Ref: logicalId }],
@@ -62,26 +88,40 @@ describe('messaging', () => {
     }
   });
 
-  test('alarms on a non-empty dead-letter queue and on old messages in the queue', () => {
-    t.messaging.hasResourceProperties('AWS::CloudWatch::Alarm', {
+  test.each(QUEUES)('alarms on a non-empty $dlq and on old messages in $queue', ({ queue: name, dlq: dlqName, prefix }) => {
+    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === name);
+    const dlq = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === dlqName);
+    const alarmOn = (logicalId: string, metricName: string) => {
+      const found = Object.entries(resourcesOfType(t.messaging, 'AWS::CloudWatch::Alarm')).filter(
+        ([, a]) =>
+          a.Properties.MetricName === metricName &&
+          JSON.stringify(a.Properties.Dimensions) === JSON.stringify([{ Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalId, 'QueueName'] } }]),
+      );
+      expect(found).toHaveLength(1);
+      return { id: found[0][0], properties: found[0][1].Properties };
+    };
+    const notEmpty = alarmOn(dlq.logicalId, 'ApproximateNumberOfMessagesVisible');
+    expect(notEmpty.id).toMatch(new RegExp(`^${prefix}DeadLetterQueueNotEmpty`));
+    expect(notEmpty.properties).toMatchObject({
       Namespace: 'AWS/SQS',
-      MetricName: 'ApproximateNumberOfMessagesVisible',
-      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [Match.stringLikeRegexp('^DeadLetterQueue'), 'QueueName'] } }],
       ComparisonOperator: 'GreaterThanThreshold',
       Threshold: 0,
       TreatMissingData: 'notBreaching',
     });
-    t.messaging.hasResourceProperties('AWS::CloudWatch::Alarm', {
+    expect(notEmpty.properties.AlarmDescription).toContain(dlqName);
+    const age = alarmOn(queue.logicalId, 'ApproximateAgeOfOldestMessage');
+    expect(age.id).toMatch(new RegExp(`^${prefix}QueueOldestMessageAge`));
+    expect(age.properties).toMatchObject({
       Namespace: 'AWS/SQS',
-      MetricName: 'ApproximateAgeOfOldestMessage',
-      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [Match.stringLikeRegexp('^BookingsQueue'), 'QueueName'] } }],
       ComparisonOperator: 'GreaterThanThreshold',
       Threshold: 300,
+      TreatMissingData: 'notBreaching',
     });
+    expect(age.properties.AlarmDescription).toContain(name);
   });
 
-  test('bookings.fifo runs in high-throughput mode (quotas per message group)', () => {
-    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === 'bookings.fifo');
+  test.each(QUEUES)('$queue runs in high-throughput mode (quotas per message group)', ({ queue: name }) => {
+    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === name);
     expect(queue.properties).toMatchObject({ DeduplicationScope: 'messageGroup', FifoThroughputLimit: 'perMessageGroupId' });
   });
 
@@ -92,9 +132,11 @@ describe('messaging', () => {
     }
   });
 
-  test('exports the queue URLs', () => {
-    t.messaging.hasOutput('QueueUrl', {});
-    t.messaging.hasOutput('DeadLetterQueueUrl', {});
+  test.each(QUEUES)('outputs the URLs of $queue and $dlq', ({ queue: name, dlq: dlqName, prefix }) => {
+    const queue = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === name);
+    const dlq = onlyResource(t.messaging, 'AWS::SQS::Queue', (p) => p.QueueName === dlqName);
+    t.messaging.hasOutput(`${prefix}QueueUrl`, { Value: { Ref: queue.logicalId } });
+    t.messaging.hasOutput(`${prefix}DeadLetterQueueUrl`, { Value: { Ref: dlq.logicalId } });
   });
 });
 
@@ -172,6 +214,18 @@ describe('data', () => {
     }
   });
 
+  test('ADMIN_TOKEN: one generated secret of 48 letters and digits; its ARN is an output, its value never', () => {
+    const token = onlyResource(t.data, 'AWS::SecretsManager::Secret', (p) => p.GenerateSecretString && !p.GenerateSecretString.GenerateStringKey);
+    expect(token.logicalId).toMatch(/^AdminToken/);
+    // Generated by Secrets Manager: no value in the template, no JSON around it.
+    expect(token.properties.GenerateSecretString).toEqual({ PasswordLength: 48, ExcludePunctuation: true, IncludeSpace: false });
+    expect(token.properties.SecretString).toBeUndefined();
+    t.data.hasOutput('AdminTokenSecretArn', { Value: { Ref: token.logicalId } });
+    for (const template of [t.network, t.data, t.messaging, t.services]) {
+      expect(JSON.stringify(template.toJSON().Outputs ?? {})).not.toContain('resolve:secretsmanager');
+    }
+  });
+
   test('an update from the previous version can deploy: the admin-secret export its services stack imported stays', () => {
     // Name generated by CDK for the Ref of the secret attachment, as in the previous version's template.
     expect(t.data.toJSON().Outputs.ExportsOutputRefAuroraSecretAttachmentEAAB0558D3F1C641).toEqual({
@@ -243,35 +297,87 @@ describe('services', () => {
     }
   });
 
-  test('booking-service may send to the queue and not receive', () => {
-    const actions = allowedActions(t.services, taskRoleOf(t.services, 'booking-service'));
-    expect(actions).toContain('sqs:SendMessage');
-    for (const forbidden of ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:*']) {
-      expect(actions).not.toContain(forbidden);
+  // What grantSendMessages and grantConsumeMessages give, and nothing more.
+  const SEND = ['sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:SendMessage'];
+  const CONSUME = ['sqs:ChangeMessageVisibility', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:ReceiveMessage'];
+  // A consumer's poison move: resolve the DLQ's URL by name, send to it. Nothing else on a DLQ.
+  const DEAD_LETTER = ['sqs:GetQueueUrl', 'sqs:SendMessage'];
+
+  test('each relay may send only to the queue it publishes to, each consumer consume only its queue and send to its DLQ', () => {
+    // toEqual: no other queue (the other direction's DLQ included), no other resource, no other SQS action.
+    expect(sqsGrantsOf(t, 'booking-service')).toEqual({
+      'bookings.fifo': SEND,
+      'payment-events.fifo': CONSUME,
+      'payment-events-dlq.fifo': DEAD_LETTER,
+    });
+    expect(sqsGrantsOf(t, 'payment-service')).toEqual({
+      'bookings.fifo': CONSUME,
+      'bookings-dlq.fifo': DEAD_LETTER,
+      'payment-events.fifo': SEND,
+    });
+  });
+
+  test('no task role may receive from, delete in or send to a DLQ other than its own queue’s', () => {
+    const booking = sqsGrantsOf(t, 'booking-service');
+    const payment = sqsGrantsOf(t, 'payment-service');
+    expect(booking['bookings-dlq.fifo']).toBeUndefined();
+    expect(payment['payment-events-dlq.fifo']).toBeUndefined();
+    for (const actions of [booking['payment-events-dlq.fifo'], payment['bookings-dlq.fifo']]) {
+      for (const action of ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility', 'sqs:PurgeQueue']) {
+        expect(actions).not.toContain(action);
+      }
     }
   });
 
-  test('payment-service may receive and delete and not send', () => {
-    const actions = allowedActions(t.services, taskRoleOf(t.services, 'payment-service'));
-    for (const needed of ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility']) {
-      expect(actions).toContain(needed);
+  test('neither service may publish into the other direction or take the other\u2019s messages', () => {
+    const booking = sqsGrantsOf(t, 'booking-service');
+    const payment = sqsGrantsOf(t, 'payment-service');
+    expect(booking['payment-events.fifo']).not.toContain('sqs:SendMessage');
+    expect(booking['bookings.fifo']).not.toContain('sqs:ReceiveMessage');
+    expect(booking['bookings.fifo']).not.toContain('sqs:DeleteMessage');
+    expect(payment['bookings.fifo']).not.toContain('sqs:SendMessage');
+    expect(payment['payment-events.fifo']).not.toContain('sqs:ReceiveMessage');
+    expect(payment['payment-events.fifo']).not.toContain('sqs:DeleteMessage');
+    for (const name of ['booking-service', 'payment-service']) {
+      const actions = allowedActions(t.services, taskRoleOf(t.services, name));
+      for (const wildcard of ['sqs:*', '*']) expect(actions).not.toContain(wildcard);
     }
-    expect(actions).not.toContain('sqs:SendMessage');
-    expect(actions).not.toContain('sqs:*');
   });
 
-  test('each execution role may read its own service’s database secret and no other', () => {
-    const readers = Object.values(resourcesOfType(t.services, 'AWS::IAM::Policy')).flatMap((policy) =>
-      policy.Properties.PolicyDocument.Statement.filter((st: any) => [st.Action].flat().includes('secretsmanager:GetSecretValue')).map(
-        (st: any) => [policy.Properties.Roles.map((r: any) => r.Ref).join(), JSON.stringify(st.Resource)],
-      ),
-    );
-    expect(readers).toHaveLength(2);
-    for (const [role, resource] of readers) {
-      const own = role.startsWith('BookingTaskExecutionRole') ? 'BookingDatabaseSecret' : 'PaymentDatabaseSecret';
-      expect(role).toMatch(/^(Booking|Payment)TaskExecutionRole/);
-      expect(resource).toContain(own);
-      expect(resource).not.toMatch(/AuroraSecret|(Booking|Payment)DatabaseSecret.*(Booking|Payment)DatabaseSecret/);
+  /** The data-stack logical id behind an import of one of its exports. */
+  const dataExport = (name: string): string => {
+    const output = Object.values<any>(t.data.toJSON().Outputs).find((o) => o.Export?.Name === name);
+    if (!output) throw new Error(`the data stack exports no ${name}`);
+    return output.Value.Ref;
+  };
+
+  test('each execution role may read its own service’s database secret and ADMIN_TOKEN; no other role reads secrets', () => {
+    const readers: Record<string, string[]> = {};
+    for (const policy of Object.values(resourcesOfType(t.services, 'AWS::IAM::Policy'))) {
+      for (const statement of policy.Properties.PolicyDocument.Statement) {
+        if (![statement.Action].flat().includes('secretsmanager:GetSecretValue')) continue;
+        for (const role of policy.Properties.Roles.map((r: any) => r.Ref)) {
+          readers[role] = [...(readers[role] ?? []), ...[statement.Resource].flat().map((r: any) => dataExport(r['Fn::ImportValue']))];
+        }
+      }
+    }
+    const roles = Object.keys(readers).sort();
+    expect(roles).toEqual([expect.stringMatching(/^BookingTaskExecutionRole/), expect.stringMatching(/^PaymentTaskExecutionRole/)]);
+    const [bookingRole, paymentRole] = roles;
+    const token = onlyResource(t.data, 'AWS::SecretsManager::Secret', (p) => p.GenerateSecretString && !p.GenerateSecretString.GenerateStringKey);
+    expect(readers[bookingRole].sort()).toEqual([token.logicalId, expect.stringMatching(/^BookingDatabaseSecretAttachment/)]);
+    expect(readers[paymentRole].sort()).toEqual([token.logicalId, expect.stringMatching(/^PaymentDatabaseSecretAttachment/)]);
+  });
+
+  test('both containers get ADMIN_TOKEN as an ECS secret (the generated one), never as a plain variable', () => {
+    const token = onlyResource(t.data, 'AWS::SecretsManager::Secret', (p) => p.GenerateSecretString && !p.GenerateSecretString.GenerateStringKey);
+    for (const name of ['booking-service', 'payment-service']) {
+      const container = containerOf(t.services, name);
+      const secrets = container.Secrets.filter((s: any) => s.Name === 'ADMIN_TOKEN');
+      expect(secrets).toHaveLength(1);
+      // The whole secret string (no JSON key), from the data stack's secret.
+      expect(dataExport(secrets[0].ValueFrom['Fn::ImportValue'])).toBe(token.logicalId);
+      expect(Object.keys(envOf(container))).not.toContain('ADMIN_TOKEN');
     }
   });
 
@@ -338,7 +444,18 @@ describe('services', () => {
     }
   });
 
-  test('containers get the contract: database name, queue URL, JSON logs, EMF for booking-service', () => {
+  test('containers get the contract: database name, both queue URLs, relay and consumer on, JSON logs, EMF', () => {
+    const bookingsUrl = { 'Fn::ImportValue': expect.stringMatching(/ExportsOutputRefBookingsQueue/) };
+    const paymentEventsUrl = { 'Fn::ImportValue': expect.stringMatching(/ExportsOutputRefPaymentEventsQueue/) };
+    // Both services run a relay (their own outbox) and a consumer (the other's events).
+    const saga = {
+      SQS_QUEUE_URL: bookingsUrl,
+      PAYMENT_EVENTS_QUEUE_URL: paymentEventsUrl,
+      RELAY_ENABLED: 'true',
+      CONSUMER_ENABLED: 'true',
+      EMF_NAMESPACE: 'TransactionalOutbox',
+      CONSUMER_VISIBILITY_TIMEOUT: '30s',
+    };
     const booking = containerOf(t.services, 'booking-service');
     expect(envOf(booking)).toMatchObject({
       BIND_ADDR: '0.0.0.0:8080',
@@ -346,9 +463,7 @@ describe('services', () => {
       PGDATABASE: 'booking',
       PGSSLMODE: 'verify-full',
       PGSSLROOTCERT: '/etc/ssl/certs/rds-global-bundle.pem',
-      RELAY_ENABLED: 'true',
-      EMF_NAMESPACE: 'TransactionalOutbox',
-      SQS_QUEUE_URL: { 'Fn::ImportValue': expect.stringContaining('BookingsQueue') },
+      ...saga,
     });
     expect(booking.PortMappings).toEqual([expect.objectContaining({ ContainerPort: 8080 })]);
 
@@ -359,17 +474,18 @@ describe('services', () => {
       PGDATABASE: 'payment',
       PGSSLMODE: 'verify-full',
       PGSSLROOTCERT: '/etc/ssl/certs/rds-global-bundle.pem',
+      ...saga,
     });
-    expect(envOf(payment).EMF_NAMESPACE).toBeUndefined();
 
     for (const container of [booking, payment]) {
-      expect(container.Secrets.map((s: any) => s.Name).sort()).toEqual(['PGHOST', 'PGPASSWORD', 'PGPORT', 'PGUSER']);
+      expect(container.Secrets.map((s: any) => s.Name).sort()).toEqual(['ADMIN_TOKEN', 'PGHOST', 'PGPASSWORD', 'PGPORT', 'PGUSER']);
+      const database = container.Secrets.filter((s: any) => s.Name.startsWith('PG'));
       const keys = Object.fromEntries(
-        container.Secrets.map((s: any) => [s.Name, JSON.stringify(s.ValueFrom).match(/:(\w+)::"/)![1]]),
+        database.map((s: any) => [s.Name, JSON.stringify(s.ValueFrom).match(/:(\w+)::"/)![1]]),
       );
       expect(keys).toEqual({ PGHOST: 'host', PGPORT: 'port', PGUSER: 'username', PGPASSWORD: 'password' });
       // The service's own secret, imported from the data stack: never the admin secret.
-      const secretRefs = new Set(container.Secrets.map((s: any) => JSON.stringify(s.ValueFrom).match(/ImportValue":"([^"]+)"/)![1]));
+      const secretRefs = new Set(database.map((s: any) => JSON.stringify(s.ValueFrom).match(/ImportValue":"([^"]+)"/)![1]));
       expect(secretRefs.size).toBe(1);
       const [secretRef] = [...secretRefs] as string[];
       expect(secretRef).toMatch(container.Name === 'booking-service' ? /BookingDatabaseSecret/ : /PaymentDatabaseSecret/);
@@ -413,7 +529,7 @@ describe('services', () => {
   });
 
   test('outputs what a person and the block script need', () => {
-    for (const output of ['LoadBalancerUrl', 'SwaggerUiUrl', 'PaymentsApiUrl', 'BookingTaskRoleArn']) {
+    for (const output of ['LoadBalancerUrl', 'SwaggerUiUrl', 'PaymentsApiUrl', 'BookingTaskRoleArn', 'PaymentTaskRoleArn']) {
       t.services.hasOutput(output, {});
     }
     t.services.hasOutput('SwaggerUiUrl', {
