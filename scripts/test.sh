@@ -23,6 +23,16 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$LOCAL_DIR/cargo-test.log"
+log "outbox crate on its own: docs without warnings, no workspace dependency, the example runs"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p outbox --all-features --locked --quiet
+if cargo tree -p outbox -e normal --prefix none --locked | grep -E '^(service-kit|contracts|booking-service|payment-service) '; then
+  die "the outbox crate depends on a crate of this workspace"
+fi
+cargo build -p outbox --no-default-features --locked --quiet
+example_db="${TEST_DATABASE_PREFIX}example"
+psql_admin -c "create database \"$example_db\"" >/dev/null
+DATABASE_URL="$(pg_url)/$example_db" cargo run -q -p outbox --example minimal --locked | tee "$LOCAL_DIR/example.log"
+grep -q "consumed 1 time(s)" "$LOCAL_DIR/example.log" || die "the outbox example did not consume its event exactly once"
 bash scripts/story-test.sh
 bash scripts/quickstart-test.sh
 bash scripts/browser-test.sh
