@@ -513,3 +513,32 @@ async fn a_message_that_fails_to_apply_is_retried_alone_and_the_rest_of_its_rece
         "only the failed message is left"
     );
 }
+
+#[tokio::test]
+async fn inbox_retention_forgets_only_entries_older_than_the_retention() {
+    let pool = fresh_pool().await;
+    sqlx::query(
+        "insert into outbox.inbox (event_id, event_type, received_at)
+         select gen_random_uuid(), 'FlightBooked', now() - make_interval(days => d) + interval '1 hour'
+         from generate_series(0, 19) d",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let retention = Duration::from_secs(15 * 24 * 3600);
+    // Batches: 2 at a time, as the background loop does 1,000 at a time.
+    let mut deleted = 0;
+    loop {
+        let n = outbox::inbox::purge(&pool, retention, 2).await.unwrap();
+        deleted += n;
+        if n < 2 {
+            break;
+        }
+    }
+    assert_eq!(deleted, 4, "days 16..19 are past 15 days");
+    let left: i64 = sqlx::query_scalar("select count(*) from outbox.inbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 16);
+}
