@@ -7,6 +7,9 @@
 //! - [`shutdown`]: SIGTERM / ctrl-c as one `CancellationToken`.
 //! - [`problem`]: RFC 9457 `application/problem+json` responses and the fallbacks
 //!   for unknown paths and methods.
+//! - [`json`]: strict JSON request bodies (media type, duplicate keys, unknown
+//!   fields, objects only where structs belong, NFC text without control or
+//!   format characters), every broken rule named with its JSON pointer.
 //! - [`admin`]: operator actions behind a bearer token (`ADMIN_TOKEN`).
 //! - [`http`]: the middleware stack (request ids, tracing spans, panics) and the
 //!   health and metrics endpoints.
@@ -15,6 +18,7 @@ pub mod admin;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod json;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
