@@ -88,7 +88,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api().merge(operator_api()).split_for_parts().1
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, http: &service_kit::config::HttpArgs) -> Router {
     let operator = operator_api().route_layer(axum::middleware::from_fn_with_state(
         state.admin.clone(),
         require_admin,
@@ -104,7 +104,7 @@ pub fn router(state: AppState) -> Router {
                 .into(),
             "payment-service",
         ));
-    service_kit::http::with_common_layers(app)
+    service_kit::http::with_common_layers(app, http)
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> Response {

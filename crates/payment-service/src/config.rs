@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use clap::Parser;
 use outbox::consumer::ConsumerArgs;
 use outbox::sqs::QueueArgs;
-use service_kit::config::{DatabaseArgs, LogArgs};
+use service_kit::config::{DatabaseArgs, HttpArgs, LogArgs};
 
 /// The name of this service's database when only the PG* parts are given.
 pub const DEFAULT_DATABASE: &str = "payment";
@@ -28,6 +28,8 @@ pub struct Config {
     /// Consume the queue in this process (off: API only).
     #[arg(long, env = "CONSUMER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub consumer_enabled: bool,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

@@ -4,56 +4,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderName, Request, StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use sqlx::PgPool;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::problem::Problem;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Wraps `router` with request ids (taken from `x-request-id` or generated, and
-/// echoed back), one tracing span per request carrying that id, problem+json for
-/// panics and for unknown paths and methods.
-pub fn with_common_layers(router: Router) -> Router {
-    router
+/// Wraps `router` in the edge rules of [`crate::edge`] (request ids, the
+/// request span and access line, security headers, problem+json for every
+/// error, limits and timeouts), with problem+json fallbacks for unknown paths
+/// and methods.
+pub fn with_common_layers(router: Router, http: &crate::config::HttpArgs) -> Router {
+    let router = router
         .fallback(crate::problem::no_such_path)
-        .method_not_allowed_fallback(crate::problem::no_such_method)
-        .layer(CatchPanicLayer::custom(|_| {
-            tracing::error!("request handler panicked");
-            Problem::internal().into_response()
-        }))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<_>| {
-                    let request_id = request
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id = %request_id,
-                    )
-                })
-                // One access line per request (status, latency, in the request's span).
-                .on_response(DefaultOnResponse::new().level(Level::INFO))
-                // Not ERROR per 5xx: the handler logs the cause once, at the level
-                // it deserves (a database outage is a degraded state, not data at risk).
-                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .method_not_allowed_fallback(crate::problem::no_such_method);
+    crate::edge::layers(router, http)
 }
 
 /// Swagger UI's page, titled after the service (the vendored page says only

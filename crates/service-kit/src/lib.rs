@@ -11,15 +11,22 @@
 //!   fields, objects only where structs belong, NFC text without control or
 //!   format characters), every broken rule named with its JSON pointer.
 //! - [`admin`]: operator actions behind a bearer token (`ADMIN_TOKEN`).
-//! - [`http`]: the middleware stack (request ids, tracing spans, panics) and the
-//!   health and metrics endpoints.
+//! - [`http`]: the health and metrics endpoints, paging, and the routers' shared
+//!   fallbacks and middleware ([`edge`]).
+//! - [`edge`]: what every request goes through: request ids, the request span and
+//!   access line, security headers, problem+json for every error, body limit and
+//!   timeout, concurrency cap, request timeout.
+//! - [`server`]: the HTTP/1.1 server: header, idle and body timeouts per
+//!   connection, hyper's own refusals as problem+json, graceful shutdown.
 
 pub mod admin;
 pub mod config;
 pub mod db;
+pub mod edge;
 pub mod http;
 pub mod json;
 pub mod problem;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;

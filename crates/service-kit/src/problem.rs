@@ -122,6 +122,37 @@ impl Problem {
         self
     }
 
+    /// The problem for a bare status, where no handler said more: what the
+    /// edge answers for an error response that was not problem+json, and for
+    /// hyper's own refusals.
+    pub fn for_status(status: StatusCode) -> Self {
+        let (kind, title) = match status.as_u16() {
+            400 => ("bad-request", "Malformed request"),
+            401 => ("unauthorized", "Unauthorized"),
+            403 => ("forbidden", "Forbidden"),
+            404 => ("not-found", "Not found"),
+            405 => ("method-not-allowed", "Method not allowed"),
+            406 => ("not-acceptable", "Not acceptable"),
+            408 => ("request-timeout", "Request timeout"),
+            409 => ("conflict", "Conflict"),
+            411 => ("length-required", "Length required"),
+            413 => ("payload-too-large", "Request body too large"),
+            414 => ("uri-too-long", "Request target too long"),
+            415 => ("unsupported-media-type", "Unsupported media type"),
+            417 => ("expectation-failed", "Expectation failed"),
+            422 => ("validation-error", "Invalid request"),
+            429 => ("too-many-requests", "Too many requests"),
+            431 => ("header-fields-too-large", "Request header fields too large"),
+            500 => ("internal-error", "Internal server error"),
+            501 => ("not-implemented", "Not implemented"),
+            503 => ("service-unavailable", "Service unavailable"),
+            505 => ("http-version-not-supported", "HTTP version not supported"),
+            _ if status.is_server_error() => ("server-error", "Server error"),
+            _ => ("client-error", "Client error"),
+        };
+        Self::new(status, kind, title)
+    }
+
     /// The generic 500: the cause is logged by the caller, never sent.
     pub fn internal() -> Self {
         Self::new(
