@@ -3,7 +3,8 @@
 //! - [`config`]: the database and logging settings both services read from the
 //!   environment (`DATABASE_URL` or the `PG*` parts ECS injects from Secrets Manager).
 //! - [`db`]: connecting, creating the service's database when missing, migrating.
-//! - [`telemetry`]: `tracing` set-up, JSON in production and pretty locally.
+//! - [`telemetry`]: `tracing` set-up, JSON in production and pretty locally;
+//!   [`log_json`]: the JSON lines, with the request's fields on every line.
 //! - [`shutdown`]: SIGTERM / ctrl-c as one `CancellationToken`.
 //! - [`problem`]: RFC 9457 `application/problem+json` responses and the fallbacks
 //!   for unknown paths and methods.
@@ -25,6 +26,7 @@ pub mod db;
 pub mod edge;
 pub mod http;
 pub mod json;
+pub mod log_json;
 pub mod problem;
 pub mod server;
 pub mod shutdown;

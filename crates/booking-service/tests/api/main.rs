@@ -5,6 +5,7 @@
 mod edge;
 mod flights;
 mod helpers;
+mod logs;
 mod outbox_api;
 mod relay;
 mod validation;
