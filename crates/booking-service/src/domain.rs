@@ -53,8 +53,10 @@ pub struct BookFlightRequest {
         nullable = false
     )]
     pub departure_date_time: Option<String>,
-    /// Required. When it lands, the same format as `departureDateTime`, and at
-    /// least one microsecond after it.
+    /// Required. When it lands: the same rules as `departureDateTime` (RFC 3339
+    /// with an offset, digits past the microsecond dropped, no leap second,
+    /// between `0000-01-01T00:00:00Z` and `9999-12-31T23:59:59.999999Z` in UTC),
+    /// and at least one microsecond after the departure.
     #[schema(
         value_type = String,
         format = DateTime,

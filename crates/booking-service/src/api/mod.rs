@@ -58,12 +58,15 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document (also committed as `openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    let mut doc = api().split_for_parts().1;
+    service_kit::http::document_errors(&mut doc);
+    doc
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState, http: &service_kit::config::HttpArgs) -> Router {
-    let (api, doc) = api().split_for_parts();
+    let (api, mut doc) = api().split_for_parts();
+    service_kit::http::document_errors(&mut doc);
     let app = api
         .route("/metrics", get(metrics))
         .route("/", get(service_kit::http::to_swagger_ui))

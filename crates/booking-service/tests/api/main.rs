@@ -6,6 +6,7 @@ mod edge;
 mod flights;
 mod helpers;
 mod logs;
+mod openapi;
 mod outbox_api;
 mod relay;
 mod validation;
