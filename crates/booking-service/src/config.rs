@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use service_kit::config::{DatabaseArgs, LogArgs};
+use service_kit::config::{DatabaseArgs, HttpArgs, LogArgs};
 use service_kit::messaging::{QueueArgs, RelayArgs};
 
 /// The name of this service's database when only the PG* parts are given.
@@ -20,16 +20,14 @@ pub struct Config {
     /// Address the HTTP server listens on.
     #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0:8080")]
     pub bind_addr: SocketAddr,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024,
-          value_parser = clap::value_parser!(u32).range(256..=10_485_760))]
-    pub max_body_bytes: u32,
     /// How long an Idempotency-Key is remembered.
     #[arg(long, env = "IDEMPOTENCY_KEY_TTL", default_value = "24h", value_parser = service_kit::config::parse_duration)]
     pub idempotency_key_ttl: std::time::Duration,
     /// When set, print the outbox backlog as CloudWatch EMF lines in this namespace.
     #[arg(long, env = "EMF_NAMESPACE")]
     pub emf_namespace: Option<String>,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

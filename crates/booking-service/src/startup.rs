@@ -33,6 +33,7 @@ pub struct Application {
     relay: Option<Arc<Relay<SqsPublisher>>>,
     emf_namespace: Option<String>,
     idempotency_key_ttl: Duration,
+    http: service_kit::config::HttpArgs,
 }
 
 impl Application {
@@ -66,7 +67,7 @@ impl Application {
             registry: Arc::new(registry),
             relay_metrics,
         };
-        let router = api::router(state, config.max_body_bytes as usize);
+        let router = api::router(state, &config.http);
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .with_context(|| format!("Failed to bind BIND_ADDR {}", config.bind_addr))?;
@@ -77,6 +78,7 @@ impl Application {
             relay,
             emf_namespace: config.emf_namespace,
             idempotency_key_ttl: config.idempotency_key_ttl,
+            http: config.http,
         })
     }
 
@@ -117,10 +119,10 @@ impl Application {
             self.idempotency_key_ttl,
             shutdown.clone(),
         ));
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("HTTP server failed");
+        let server =
+            service_kit::server::serve(self.listener, self.router, &self.http, shutdown.clone())
+                .await
+                .context("HTTP server failed");
         shutdown.cancel();
         if let Some(relay) = relay {
             let _ = relay.await;

@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use service_kit::http::{PageQuery, ProblemQuery, next_cursor};
+use service_kit::http::{PageQuery, ProblemQuery, UuidCursor, next_cursor};
 use service_kit::problem::Problem;
 use sqlx::PgPool;
 use utoipa::{OpenApi, ToSchema};
@@ -18,7 +18,6 @@ use uuid::Uuid;
 
 use std::sync::Mutex;
 
-use axum::extract::Query;
 use outbox::consumer::ConsumerStatus;
 use outbox::sqs::{Queue, Redrive};
 use serde::Deserialize;
@@ -85,15 +84,18 @@ fn operator_api() -> OpenApiRouter<AppState> {
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().merge(operator_api()).split_for_parts().1
+    let mut doc = api().merge(operator_api()).split_for_parts().1;
+    service_kit::http::document_errors(&mut doc);
+    doc
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, http: &service_kit::config::HttpArgs) -> Router {
     let operator = operator_api().route_layer(axum::middleware::from_fn_with_state(
         state.admin.clone(),
         require_admin,
     ));
-    let (api, doc) = api().merge(operator).split_for_parts();
+    let (api, mut doc) = api().merge(operator).split_for_parts();
+    service_kit::http::document_errors(&mut doc);
     let app = api
         .route("/metrics", get(metrics))
         .route("/", get(service_kit::http::to_swagger_ui))
@@ -104,7 +106,7 @@ pub fn router(state: AppState) -> Router {
                 .into(),
             "payment-service",
         ));
-    service_kit::http::with_common_layers(app)
+    service_kit::http::with_common_layers(app, http)
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
@@ -126,14 +128,14 @@ pub struct PaymentPage {
 /// List payments
 ///
 /// Newest first, paged with `limit` and `cursor`.
-#[utoipa::path(get, path = "/api/payments", tag = "payments", params(PageQuery),
+#[utoipa::path(get, path = "/api/payments", tag = "payments", params(PageQuery<UuidCursor>),
     responses(
         (status = 200, description = "A page of payments", body = PaymentPage),
         (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "limit: must be between 1 and 100", "errors": [{"field": "limit", "message": "must be between 1 and 100"}]})),
     ))]
 pub async fn list_payments(
     State(pool): State<PgPool>,
-    ProblemQuery(query): ProblemQuery<PageQuery>,
+    ProblemQuery(query): ProblemQuery<PageQuery<UuidCursor>>,
 ) -> Response {
     let (limit, before) = match (query.limit(), query.cursor::<Uuid>()) {
         (Ok(limit), Ok(before)) => (limit, before),
@@ -215,7 +217,7 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RedriveQuery {
     /// Only count the messages in the DLQ; move nothing.
     #[serde(default)]
@@ -240,7 +242,7 @@ pub struct RedriveQuery {
     ))]
 pub async fn redrive_dlq(
     State(state): State<AppState>,
-    Query(query): Query<RedriveQuery>,
+    ProblemQuery(query): ProblemQuery<RedriveQuery>,
 ) -> Response {
     let Some(queue) = &state.queue else {
         return Problem::new(

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use service_kit::config::{DatabaseArgs, LogArgs};
+use service_kit::config::{DatabaseArgs, HttpArgs, LogArgs};
 use service_kit::messaging::{ConsumerArgs, QueueArgs};
 
 /// The name of this service's database when only the PG* parts are given.
@@ -24,6 +24,8 @@ pub struct Config {
     #[arg(long, env = "PAYMENT_DECLINE_ABOVE", default_value_t = 500_000,
           value_parser = clap::value_parser!(i64).range(0..))]
     pub payment_decline_above: i64,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

@@ -30,6 +30,7 @@ pub struct Application {
     router: axum::Router,
     pool: PgPool,
     consumer: Option<Arc<Consumer<PaymentHandler>>>,
+    http: service_kit::config::HttpArgs,
 }
 
 impl Application {
@@ -55,13 +56,16 @@ impl Application {
                 Consumer::new(pool.clone(), queue, handler, consumer_config).with_metrics(metrics),
             )
         });
-        let router = api::router(AppState {
-            pool: pool.clone(),
-            registry: Arc::new(registry),
-            consumer: consumer.as_ref().map(|c| c.status()),
-            queue: consumer_queue,
-            admin: service_kit::admin::AdminToken::new(config.admin.admin_token.as_ref()),
-        });
+        let router = api::router(
+            AppState {
+                pool: pool.clone(),
+                registry: Arc::new(registry),
+                consumer: consumer.as_ref().map(|c| c.status()),
+                queue: consumer_queue,
+                admin: service_kit::admin::AdminToken::new(config.admin.admin_token.as_ref()),
+            },
+            &config.http,
+        );
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .with_context(|| format!("Failed to bind BIND_ADDR {}", config.bind_addr))?;
@@ -70,6 +74,7 @@ impl Application {
             router,
             pool,
             consumer,
+            http: config.http,
         })
     }
 
@@ -89,10 +94,10 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "payment-service listening");
         let consumer = self.consumer.map(|c| tokio::spawn(c.run(shutdown.clone())));
-        let server = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("HTTP server failed");
+        let server =
+            service_kit::server::serve(self.listener, self.router, &self.http, shutdown.clone())
+                .await
+                .context("HTTP server failed");
         shutdown.cancel();
         if let Some(consumer) = consumer {
             let _ = consumer.await;

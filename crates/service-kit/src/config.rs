@@ -96,6 +96,50 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
+/// The HTTP edge: limits and timeouts of every connection and request (see
+/// [`crate::server`] and [`crate::edge`]). Shared by both services.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Largest accepted request body, in bytes; a larger declared
+    /// `Content-Length` is answered 413 at once (also to `Expect: 100-continue`).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u32).range(256..=10_485_760))]
+    pub max_body_bytes: u32,
+    /// Longest a client may take to send a request's line and headers, from the
+    /// connection (or the first byte of a kept-alive one's next request); then
+    /// 408 and the connection is closed.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_header_timeout: Duration,
+    /// Longest a client may take to send a request's body; then 408 and the
+    /// connection is closed.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub http_body_timeout: Duration,
+    /// Longest the service may take to answer a request once it is read; then
+    /// 503 (what was being written is rolled back).
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub http_request_timeout: Duration,
+    /// How long an idle kept-alive connection stays open. Above the load
+    /// balancer's idle timeout (the ALB's is 60 s), so that it is the balancer
+    /// that closes, never a connection it is about to reuse.
+    #[arg(long, env = "HTTP_KEEP_ALIVE_TIMEOUT", default_value = "75s", value_parser = parse_positive_duration)]
+    pub http_keep_alive_timeout: Duration,
+    /// Requests handled at once; more are answered 503 with `Retry-After` at
+    /// once instead of queueing for database connections (`/health/live` is
+    /// never refused).
+    #[arg(long, env = "HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub http_max_concurrent_requests: u32,
+}
+
+/// Like [`parse_duration`], but zero is refused.
+pub fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    let duration = parse_duration(value)?;
+    if duration.is_zero() {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(duration)
+}
+
 pub(crate) fn parse_secret(value: &str) -> Result<SecretString, String> {
     Ok(SecretString::from(value.to_owned()))
 }

@@ -4,56 +4,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderName, Request, StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use sqlx::PgPool;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::problem::Problem;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Wraps `router` with request ids (taken from `x-request-id` or generated, and
-/// echoed back), one tracing span per request carrying that id, problem+json for
-/// panics and for unknown paths and methods.
-pub fn with_common_layers(router: Router) -> Router {
-    router
+/// Wraps `router` in the edge rules of [`crate::edge`] (request ids, the
+/// request span and access line, security headers, problem+json for every
+/// error, limits and timeouts), with problem+json fallbacks for unknown paths
+/// and methods.
+pub fn with_common_layers(router: Router, http: &crate::config::HttpArgs) -> Router {
+    let router = router
         .fallback(crate::problem::no_such_path)
-        .method_not_allowed_fallback(crate::problem::no_such_method)
-        .layer(CatchPanicLayer::custom(|_| {
-            tracing::error!("request handler panicked");
-            Problem::internal().into_response()
-        }))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<_>| {
-                    let request_id = request
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id = %request_id,
-                    )
-                })
-                // One access line per request (status, latency, in the request's span).
-                .on_response(DefaultOnResponse::new().level(Level::INFO))
-                // Not ERROR per 5xx: the handler logs the cause once, at the level
-                // it deserves (a database outage is a degraded state, not data at risk).
-                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .method_not_allowed_fallback(crate::problem::no_such_method);
+    crate::edge::layers(router, http)
 }
 
 /// Swagger UI's page, titled after the service (the vendored page says only
@@ -107,7 +78,7 @@ pub async fn live() -> Json<Health> {
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "Ready to serve", body = Health),
-        (status = 503, description = "The database does not answer", body = Problem, example = json!({"type": "/problems/not-ready", "title": "Not ready", "status": 503, "detail": "The database does not answer"})),
+        (status = 503, description = "The database does not answer", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/not-ready", "title": "Not ready", "status": 503, "detail": "The database does not answer"})),
     ))]
 pub async fn ready(State(pool): State<PgPool>) -> Response {
     let check = tokio::time::timeout(
@@ -190,17 +161,81 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
 
 /// `limit` and `cursor` of the paged listings, parsed into problem+json on
 /// failure (both stay strings in the type so a bad one is reported by name).
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// Items per page, 1–100 (default 20).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+/// `C` says what a cursor looks like, for the OpenAPI document; unknown
+/// parameters are refused (a typo like `limt` is not ignored).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, bound = "")]
+pub struct PageQuery<C: CursorFormat = SeqCursor> {
     pub limit: Option<String>,
-    /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
+    #[serde(skip)]
+    format: std::marker::PhantomData<C>,
 }
 
-impl PageQuery {
+/// The shape of a listing's cursor, as the OpenAPI document states it.
+pub trait CursorFormat {
+    fn schema() -> utoipa::openapi::Object;
+}
+
+/// A cursor that is a sequence number (the outbox listing).
+#[derive(Debug)]
+pub struct SeqCursor;
+
+impl CursorFormat for SeqCursor {
+    fn schema() -> utoipa::openapi::Object {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9]{1,18}$"))
+            .build()
+    }
+}
+
+/// A cursor that is an id (UUID).
+#[derive(Debug)]
+pub struct UuidCursor;
+
+impl CursorFormat for UuidCursor {
+    fn schema() -> utoipa::openapi::Object {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Uuid,
+            )))
+            .build()
+    }
+}
+
+impl<C: CursorFormat> utoipa::IntoParams for PageQuery<C> {
+    fn into_params(
+        _parameter_in: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Required, schema::Type};
+        vec![
+            ParameterBuilder::new()
+                .name("limit")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some("Items per page, 1–100 (default 20)."))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1))
+                        .maximum(Some(100)),
+                ))
+                .build(),
+            ParameterBuilder::new()
+                .name("cursor")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some("`nextCursor` of the previous page."))
+                .schema(Some(C::schema()))
+                .build(),
+        ]
+    }
+}
+
+impl<C: CursorFormat> PageQuery<C> {
     pub fn limit(&self) -> Result<i64, Problem> {
         match &self.limit {
             None => Ok(20),
@@ -230,6 +265,51 @@ pub fn next_cursor<T>(items: &[T], limit: i64, cursor_of: impl Fn(&T) -> String)
         items.last().map(cursor_of)
     } else {
         None
+    }
+}
+
+/// Adds to every operation of `doc` the `default` response: whatever layer
+/// answers with a status the operation does not list, it is problem+json.
+pub fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let default = ResponseBuilder::new()
+        .description(
+            "Any other error, whichever layer answers it: 400 malformed HTTP, 405 method not \
+             allowed (with `Allow`), 408 request head or body too slow, 413 body too large, \
+             414/431 request target or headers too large, 417 unsupported `Expect`, 500, 503 \
+             too many concurrent requests, request timed out or database unavailable (with \
+             `Retry-After` when retrying helps). Always RFC 9457 problem+json.",
+        )
+        .content(
+            crate::problem::CONTENT_TYPE,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .example(Some(serde_json::json!({
+                    "type": "/problems/overloaded",
+                    "title": "Too many concurrent requests",
+                    "status": 503,
+                    "detail": "The service is handling as many requests as it may; nothing was changed. Retry shortly."
+                })))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation
+                .responses
+                .responses
+                .entry("default".to_owned())
+                .or_insert_with(|| default.clone().into());
+        }
     }
 }
 

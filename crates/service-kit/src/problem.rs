@@ -12,21 +12,65 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 /// One field that failed validation.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
 pub struct FieldError {
-    /// JSON path of the field, e.g. `arrivalDateTime` or `fare.currency`.
+    /// The field: a body field's path (`arrivalDateTime`, `fare.currency`; `$` is
+    /// the whole body), or the name of a header, path or query parameter.
     #[schema(example = "arrivalDateTime")]
     pub field: String,
+    /// For a body field: its RFC 6901 JSON pointer (`/fare/currency`; `""` is the
+    /// whole body). Absent for headers and parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "/arrivalDateTime", nullable = false)]
+    pub pointer: Option<String>,
     /// What is wrong with it.
     #[schema(example = "must be after departureDateTime")]
     pub message: String,
 }
 
 impl FieldError {
+    /// A field without a pointer (a header or parameter), or a body field whose
+    /// pointer [`Problem::validation`] derives from its dotted path.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
+            pointer: None,
             message: message.into(),
         }
     }
+
+    /// A body field with its JSON pointer.
+    pub fn at(
+        field: impl Into<String>,
+        pointer: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            pointer: Some(pointer.into()),
+            message: message.into(),
+        }
+    }
+}
+
+/// The JSON pointer of a dotted body path: `fare.currency` → `/fare/currency`,
+/// `items[0]` → `/items/0`, `$` → `""`.
+pub fn pointer_of(field: &str) -> String {
+    if field == "$" {
+        return String::new();
+    }
+    let mut pointer = String::new();
+    for part in field.split('.') {
+        let (name, indexes) = match part.find('[') {
+            Some(at) => (&part[..at], &part[at..]),
+            None => (part, ""),
+        };
+        pointer.push('/');
+        pointer.push_str(&name.replace('~', "~0").replace('/', "~1"));
+        for index in indexes.split(['[', ']']).filter(|i| !i.is_empty()) {
+            pointer.push('/');
+            pointer.push_str(index);
+        }
+    }
+    pointer
 }
 
 /// An RFC 9457 problem details body.
@@ -78,6 +122,37 @@ impl Problem {
         self
     }
 
+    /// The problem for a bare status, where no handler said more: what the
+    /// edge answers for an error response that was not problem+json, and for
+    /// hyper's own refusals.
+    pub fn for_status(status: StatusCode) -> Self {
+        let (kind, title) = match status.as_u16() {
+            400 => ("bad-request", "Malformed request"),
+            401 => ("unauthorized", "Unauthorized"),
+            403 => ("forbidden", "Forbidden"),
+            404 => ("not-found", "Not found"),
+            405 => ("method-not-allowed", "Method not allowed"),
+            406 => ("not-acceptable", "Not acceptable"),
+            408 => ("request-timeout", "Request timeout"),
+            409 => ("conflict", "Conflict"),
+            411 => ("length-required", "Length required"),
+            413 => ("payload-too-large", "Request body too large"),
+            414 => ("uri-too-long", "Request target too long"),
+            415 => ("unsupported-media-type", "Unsupported media type"),
+            417 => ("expectation-failed", "Expectation failed"),
+            422 => ("validation-error", "Invalid request"),
+            429 => ("too-many-requests", "Too many requests"),
+            431 => ("header-fields-too-large", "Request header fields too large"),
+            500 => ("internal-error", "Internal server error"),
+            501 => ("not-implemented", "Not implemented"),
+            503 => ("service-unavailable", "Service unavailable"),
+            505 => ("http-version-not-supported", "HTTP version not supported"),
+            _ if status.is_server_error() => ("server-error", "Server error"),
+            _ => ("client-error", "Client error"),
+        };
+        Self::new(status, kind, title)
+    }
+
     /// The generic 500: the cause is logged by the caller, never sent.
     pub fn internal() -> Self {
         Self::new(
@@ -115,7 +190,13 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found").detail(detail)
     }
 
-    pub fn validation(errors: Vec<FieldError>) -> Self {
+    /// 422 for a body that breaks the rules; every field gets its JSON pointer.
+    pub fn validation(mut errors: Vec<FieldError>) -> Self {
+        for error in &mut errors {
+            if error.pointer.is_none() {
+                error.pointer = Some(pointer_of(&error.field));
+            }
+        }
         let detail = errors
             .iter()
             .map(|e| format!("{}: {}", e.field, e.message))

@@ -67,3 +67,48 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every operation documents its errors as problem+json, each status with one
+/// example, and a `default` for what any layer may answer.
+pub fn assert_every_error_is_documented(doc: &serde_json::Value) {
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(
+                responses.contains_key("default"),
+                "{method} {path} has no default response"
+            );
+            for (status, response) in responses {
+                let problem = &response["content"]["application/problem+json"];
+                if status.starts_with('2') {
+                    continue;
+                }
+                assert!(
+                    problem["schema"].is_object(),
+                    "{method} {path} {status}: not problem+json"
+                );
+                let examples = problem["examples"].as_object().map_or(0, |e| e.len())
+                    + usize::from(problem["example"].is_object());
+                assert_eq!(examples, 1, "{method} {path} {status}: one example");
+                let example = if problem["example"].is_object() {
+                    problem["example"].clone()
+                } else {
+                    problem["examples"]
+                        .as_object()
+                        .unwrap()
+                        .values()
+                        .next()
+                        .unwrap()["value"]
+                        .clone()
+                };
+                if status != "default" {
+                    assert_eq!(
+                        example["status"].to_string(),
+                        *status,
+                        "{method} {path}: the example's status"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use contracts::FlightBookedV1;
 use outbox::envelope::NewEvent;
 use serde::Serialize;
-use service_kit::http::{PageQuery, ProblemQuery, next_cursor};
+use service_kit::http::{PageQuery, ProblemQuery, UuidCursor, next_cursor};
 use service_kit::problem::Problem;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -37,8 +37,9 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
     tag = "flights",
     request_body = BookFlightRequest,
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: up to 255 visible ASCII characters, unique per booking"),
-        ("traceparent" = Option<String>, Header, description = "W3C trace context, carried to the consumer"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$",
+         description = "Makes retries safe: 1 to 255 visible ASCII characters, unique per booking"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context, carried to the consumer; a malformed one is ignored (a new trace is started)"),
     ),
     responses(
         (status = 201, description = "Booked (or the original booking, for a retried Idempotency-Key)", body = Flight,
@@ -174,7 +175,7 @@ pub struct FlightPage {
     get,
     path = "/api/flights",
     tag = "flights",
-    params(PageQuery),
+    params(PageQuery<UuidCursor>),
     responses(
         (status = 200, description = "A page of bookings", body = FlightPage),
         (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "limit: must be between 1 and 100", "errors": [{"field": "limit", "message": "must be between 1 and 100"}]})),
@@ -182,7 +183,7 @@ pub struct FlightPage {
 )]
 pub async fn list_flights(
     State(state): State<AppState>,
-    ProblemQuery(query): ProblemQuery<PageQuery>,
+    ProblemQuery(query): ProblemQuery<PageQuery<UuidCursor>>,
 ) -> Result<Json<FlightPage>, ApiError> {
     let limit = query.limit()?;
     let before = query.cursor::<Uuid>()?;

@@ -58,16 +58,19 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document (also committed as `openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    let mut doc = api().split_for_parts().1;
+    service_kit::http::document_errors(&mut doc);
+    doc
 }
 
 /// The whole HTTP application.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let (api, doc) = api().split_for_parts();
+pub fn router(state: AppState, http: &service_kit::config::HttpArgs) -> Router {
+    let (api, mut doc) = api().split_for_parts();
+    service_kit::http::document_errors(&mut doc);
     let app = api
         .route("/metrics", get(metrics))
         .route("/", get(service_kit::http::to_swagger_ui))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(http.max_body_bytes as usize))
         .with_state(state)
         .merge(service_kit::http::title_swagger_ui(
             SwaggerUi::new("/swagger-ui")
@@ -75,7 +78,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 .into(),
             "booking-service",
         ));
-    service_kit::http::with_common_layers(app)
+    service_kit::http::with_common_layers(app, http)
 }
 
 /// Prometheus metrics; the backlog gauges are read from the outbox table now.

@@ -34,6 +34,11 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(None, &[]).await
 }
 
+/// An app with the relay off, started with extra flags.
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    spawn_with(None, extra).await
+}
+
 /// An app whose relay publishes to a new queue `name` (FIFO when it ends in .fifo).
 pub async fn spawn_app_with_queue(name: &str, extra: &[&str]) -> TestApp {
     let client = outbox::sqs::client().await;

@@ -2,8 +2,11 @@
 //! real PostgreSQL (a fresh database per test) and a real SQS-compatible server
 //! (a fresh queue per test). `scripts/test.sh` provides both.
 
+mod edge;
 mod flights;
 mod helpers;
+mod logs;
+mod openapi;
 mod outbox_api;
 mod relay;
 mod schema;
