@@ -119,7 +119,7 @@ fi
 wait "$pid"; rc=$?
 [ "$rc" = 1 ] || failed "run.sh exited with $rc, expected 1"
 grep -q "booking-service exited during start-up" "$DIR/fail.log" || failed "run.sh did not say booking-service exited: $(tail -n 15 "$DIR/fail.log")"
-sed -n '/exited during start-up/,$p' "$DIR/fail.log" | grep -q "RELAY_BACKOFF_BASE (" || failed "run.sh did not print booking-service's error line: $(tail -n 15 "$DIR/fail.log")"
+sed -n '/exited during start-up/,$p' "$DIR/fail.log" | grep -q "RELAY_BACKOFF_BASE: backoff_base (2s) must not exceed" || failed "run.sh did not print booking-service's error line: $(tail -n 15 "$DIR/fail.log")"
 [ "$took" -le 5000 ] || failed "run.sh took $took ms to report the failed start"
 log "reported $took ms after the services started"
 sleep 0.5
