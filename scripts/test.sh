@@ -26,6 +26,7 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$LOCAL_DIR/cargo-test
 bash scripts/story-test.sh
 bash scripts/quickstart-test.sh
 bash scripts/browser-test.sh
+bash scripts/schemathesis.sh
 bash scripts/compose-test.sh
 log "chaos suite (short): every fault, every booking paid exactly once"
 bash scripts/chaos.sh --short
