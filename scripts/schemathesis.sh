@@ -18,7 +18,7 @@
 #
 # Settings (environment): SCHEMATHESIS_BOOKING_PORT (38080),
 # SCHEMATHESIS_PAYMENT_PORT (38081), SCHEMATHESIS_PG_PORT (a free port; 5432 uses
-# the shared server instead), SCHEMATHESIS_MAX_EXAMPLES (40, per operation),
+# the shared server instead), SCHEMATHESIS_MAX_EXAMPLES (100, per operation),
 # SCHEMATHESIS_START_TIMEOUT (seconds for run.sh to be up, 600), SQS_PORT /
 # AWS_ENDPOINT_URL_SQS (shared: run.sh reuses a server that answers).
 set -uo pipefail
@@ -28,7 +28,7 @@ cd "$ROOT" || exit 1
 BOOKING_PORT="${SCHEMATHESIS_BOOKING_PORT:-38080}"
 PAYMENT_PORT="${SCHEMATHESIS_PAYMENT_PORT:-38081}"
 PG_PORT="${SCHEMATHESIS_PG_PORT:-$(free_port)}"
-MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-40}"
+MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-100}"
 QUEUE_NAME="schemathesis-$(date +%s)-$$-$RANDOM.fifo"
 RUN_LOG="$LOCAL_DIR/schemathesis-run.log"
 REPORT_DIR="$LOCAL_DIR/schemathesis"
@@ -99,7 +99,7 @@ PY
     FAILED=$((FAILED + 1))
   fi
 }
-on_exit 'kill -0 "${ST_PID:-0}" 2>/dev/null && kill -TERM "$ST_PID" && wait "$ST_PID"'
+on_exit '[ -n "${ST_PID:-}" ] && kill -0 "$ST_PID" 2>/dev/null && kill -TERM "$ST_PID" && wait "$ST_PID"'
 
 if [ "$RESULT" = 0 ]; then
   log "up after $(($(date +%s) - started)) s"
