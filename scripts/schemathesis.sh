@@ -58,11 +58,12 @@ run_service() {
   t0=$(date +%s)
   log "schemathesis: $name (report $out)"
   # In the background and waited for, so that a SIGTERM to this script is handled at once.
-  PYTHONPATH="$CONFIG_DIR" SCHEMATHESIS_HOOKS=hooks "$VENV/bin/schemathesis" \
+  # From the report directory: Schemathesis and Hypothesis keep their caches in the working directory.
+  (cd "$REPORT_DIR" && PYTHONPATH="$CONFIG_DIR" SCHEMATHESIS_HOOKS=hooks exec "$VENV/bin/schemathesis" \
     --config-file "$CONFIG_DIR/schemathesis.toml" --no-color run \
     "http://127.0.0.1:$port/api-docs/openapi.json" \
     --checks all --max-examples "$MAX_EXAMPLES" \
-    --report junit --report-junit-path "$REPORT_DIR/$name.xml" >"$out" 2>&1 &
+    --report junit --report-junit-path "$REPORT_DIR/$name.xml") >"$out" 2>&1 &
   ST_PID=$!
   wait "$ST_PID" || rc=$?
   ST_PID=

@@ -110,15 +110,15 @@ async fn every_error_is_problem_json_whoever_refuses_the_request() {
     let app = spawn_app().await;
     assert_problem(app.get("/api/flights/%FF").await, 400).await;
     assert_problem(app.get("/swagger-ui/nope.js").await, 404).await;
-    let problem = assert_problem(
-        app.client
-            .delete(format!("{}/api/flights", app.address))
-            .send()
-            .await
-            .unwrap(),
-        405,
-    )
-    .await;
+    let not_allowed = app
+        .client
+        .delete(format!("{}/api/flights", app.address))
+        .send()
+        .await
+        .unwrap();
+    let allow = not_allowed.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let problem = assert_problem(not_allowed, 405).await;
     assert_eq!(problem["type"], "/problems/method-not-allowed");
 
     let huge_header = format!(
