@@ -51,6 +51,14 @@ def utc_instant(value):
     return utc
 
 
+def rfc3339(utc):
+    # Not strftime: its %Y writes year 180 as "180" on Linux, and RFC 3339 wants four digits.
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}Z"
+    )
+
+
 def same_airport(a, b):
     def norm(text):
         return unicodedata.normalize("NFC", text).strip()
@@ -74,7 +82,7 @@ def follow_booking_rules(body):
             body["departureDateTime"] = "2023-09-01T08:00:00Z"
             body["arrivalDateTime"] = "2023-09-01T09:00:00Z"
         else:
-            body["arrivalDateTime"] = later.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            body["arrivalDateTime"] = rfc3339(later)
     departure_airport = body.get("departureAirport")
     arrival_airport = body.get("arrivalAirport")
     if isinstance(departure_airport, str) and isinstance(arrival_airport, str):
