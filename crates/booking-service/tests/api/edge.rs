@@ -294,8 +294,11 @@ async fn expect_100_continue_with_a_huge_length_gets_413_not_100_continue() {
 #[tokio::test]
 async fn idle_kept_alive_connections_are_closed_after_the_keep_alive_timeout() {
     let app = spawn_app_with(&[
+        // Long header and request timeouts: the close must come from the idle
+        // deadline set when the response was written, not an earlier phase's.
         "--http-keep-alive-timeout=500ms",
-        "--http-header-timeout=5s",
+        "--http-header-timeout=30s",
+        "--http-request-timeout=60s",
     ])
     .await;
     let mut stream = TcpStream::connect(address(&app)).await.unwrap();
@@ -305,7 +308,7 @@ async fn idle_kept_alive_connections_are_closed_after_the_keep_alive_timeout() {
         .unwrap();
     let started = Instant::now();
     // The answer, then the close once the connection has been idle for 500 ms.
-    let raw = parse(read_to_close(&mut stream, Duration::from_secs(4)).await);
+    let raw = parse(read_to_close(&mut stream, Duration::from_secs(3)).await);
     assert_eq!(raw.status, 200, "{}", raw.wire);
     assert!(
         started.elapsed() >= Duration::from_millis(450),
