@@ -341,6 +341,26 @@ load_settings() {
   PAYMENT_DB="${PAYMENT_DB:-payment}"
 }
 
+# --- Python tools in virtual environments -------------------------------------------
+# ensure_venv DIR REQUIREMENTS: a virtual environment in DIR with exactly the pinned
+# packages of REQUIREMENTS (PyPI), made again whenever that file changes (the way
+# infra/check.sh keeps its checkov venv). Prints nothing; DIR/bin/... is then ready.
+ensure_venv() {
+  local dir="$1" requirements="$2"
+  if [ -x "$dir/bin/python" ] && cmp -s "$requirements" "$dir/requirements.installed"; then
+    return 0
+  fi
+  python3 -c 'import venv, ensurepip' 2>/dev/null \
+    || install_package python3-venv "Python virtual environments (python3 -m venv) are not available"
+  log "installing $(basename "$dir") (pip, pinned by ${requirements#"$ROOT"/})"
+  rm -rf "$dir"
+  mkdir -p "$(dirname "$dir")"
+  python3 -m venv "$dir" || die "python3 -m venv $dir failed"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" \
+    || die "pip install -r $requirements failed"
+  cp "$requirements" "$dir/requirements.installed"
+}
+
 # --- The whole system in the background (story and browser tests) -------------
 # Callers set BOOKING_PORT, PAYMENT_PORT, PG_PORT, QUEUE_NAME and define
 # `failed MESSAGE`; `system_start LOG [VAR=VALUE...]` starts scripts/run.sh with

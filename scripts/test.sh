@@ -36,6 +36,7 @@ grep -q "consumed 1 time(s)" "$LOCAL_DIR/example.log" || die "the outbox example
 bash scripts/story-test.sh
 bash scripts/quickstart-test.sh
 bash scripts/browser-test.sh
+bash scripts/schemathesis.sh
 bash scripts/compose-test.sh
 log "chaos suite (short): every fault, every booking paid exactly once"
 bash scripts/chaos.sh --short

@@ -36,6 +36,9 @@ const STEP_TIMEOUT = 20_000;
 let profileDir;
 let context;
 let page;
+let pageHeaders;
+// What the browser blocked under the page's Content-Security-Policy.
+const cspViolations = [];
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
@@ -50,8 +53,12 @@ before(async () => {
   page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(STEP_TIMEOUT);
   page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+  page.on("console", (message) => {
+    if (/Content Security Policy/i.test(message.text())) cspViolations.push(message.text());
+  });
   const response = await page.goto(`${BOOKING_URL}/swagger-ui/index.html`);
   assert.equal(response?.status(), 200, "Swagger UI's index.html should load");
+  pageHeaders = response.headers();
   await page.locator(".swagger-ui .info .title").waitFor();
 });
 
@@ -146,4 +153,12 @@ test("GET /api/outbox in Swagger UI shows a live 200 with a page of unpublished 
   }
   assert.ok(!("nextCursor" in outbox) || outbox.nextCursor === null || typeof outbox.nextCursor === "string");
   console.log(`the outbox lists ${outbox.items.length} unpublished event(s)`);
+});
+
+test("Swagger UI works under its Content-Security-Policy: nothing blocked", async () => {
+  const csp = pageHeaders["content-security-policy"] ?? "";
+  assert.match(csp, /default-src 'self'/, "the page is served with a CSP");
+  assert.equal(pageHeaders["x-frame-options"], "DENY");
+  assert.equal(pageHeaders["x-content-type-options"], "nosniff");
+  assert.deepEqual(cspViolations, [], "no resource or script blocked by the CSP");
 });

@@ -218,10 +218,10 @@ pub async fn status(State(state): State<AppState>) -> Json<Status> {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RedriveQuery {
-    /// Only count the messages in the DLQ; move nothing.
-    #[serde(default)]
-    pub dry_run: bool,
+    /// `true`: only count the messages in the DLQ; move nothing (default `false`).
+    pub dry_run: Option<bool>,
 }
 
 /// Move the DLQ back to the queue
@@ -253,7 +253,7 @@ pub async fn redrive_dlq(
         .detail("Set SQS_QUEUE_URL or SQS_QUEUE_NAME.")
         .into_response();
     };
-    match outbox::sqs::redrive(queue, query.dry_run).await {
+    match outbox::sqs::redrive(queue, query.dry_run.unwrap_or(false)).await {
         Ok(report) => {
             tracing::info!(
                 moved = report.moved,

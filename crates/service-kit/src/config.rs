@@ -208,6 +208,30 @@ mod tests {
         assert!(err.to_string().starts_with("DATABASE_URL"), "{err}");
     }
 
+    #[derive(Parser)]
+    struct HttpCli {
+        #[command(flatten)]
+        http: HttpArgs,
+    }
+
+    #[test]
+    fn http_settings_have_defaults_and_refuse_zero() {
+        let cli = HttpCli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.http.max_body_bytes, 16 * 1024);
+        assert_eq!(cli.http.http_keep_alive_timeout, Duration::from_secs(75));
+        for zero in [
+            "--http-header-timeout=0s",
+            "--http-request-timeout=0ms",
+            "--http-max-concurrent-requests=0",
+        ] {
+            let err = HttpCli::try_parse_from(["x", zero]).err().unwrap();
+            assert!(
+                err.to_string().contains(zero.split('=').next().unwrap()),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn bad_pool_size_is_rejected() {
         let err = Cli::try_parse_from(["x", "--max-connections", "0"])

@@ -418,12 +418,16 @@ impl<'de> de::Deserializer<'de> for Strict<'de, '_, '_> {
             Value::Null => visitor.visit_unit(),
             Value::Bool(b) => visitor.visit_bool(*b),
             Value::Number(n) => {
+                let float = n.as_f64().unwrap_or(f64::NAN);
                 if let Some(u) = n.as_u64() {
                     visitor.visit_u64(u)
                 } else if let Some(i) = n.as_i64() {
                     visitor.visit_i64(i)
+                } else if float.fract() == 0.0 && float.abs() < 9.0e15 {
+                    // JSON (and JSON Schema's `integer`) does not tell 2.0 from 2.
+                    visitor.visit_i64(float as i64)
                 } else {
-                    visitor.visit_f64(n.as_f64().unwrap_or(f64::NAN))
+                    visitor.visit_f64(float)
                 }
             }
             Value::String(s) => visitor.visit_borrowed_str(s),

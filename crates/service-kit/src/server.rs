@@ -105,6 +105,8 @@ pub async fn serve(
             }
         }
     }
+    // New connections are refused from now on, instead of waiting in the backlog.
+    drop(listener);
     connections.close();
     connections.wait().await;
     Ok(())
@@ -270,67 +272,77 @@ enum Phase {
     Idle(Instant),
 }
 
+/// The phase, watched by the connection's timer: a change of phase wakes it,
+/// so a new deadline (a short idle one after a long busy one) holds at once.
 struct ConnState {
-    phase: Mutex<Phase>,
+    phase: tokio::sync::watch::Sender<Phase>,
 }
 
 impl ConnState {
     fn new() -> Self {
         Self {
-            phase: Mutex::new(Phase::Head(Instant::now())),
+            phase: tokio::sync::watch::Sender::new(Phase::Head(Instant::now())),
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Phase) -> T) -> T {
-        f(&mut self.phase.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Changes the phase when `change` says it did; wakes the timer then.
+    fn change(&self, change: impl FnOnce(&mut Phase) -> bool) {
+        self.phase.send_if_modified(change);
     }
 
     fn bytes_read(&self) {
-        self.with(|phase| {
-            if let Phase::Idle(_) = phase {
+        self.change(|phase| match phase {
+            Phase::Idle(_) => {
                 *phase = Phase::Head(Instant::now());
+                true
             }
+            _ => false,
         });
     }
 
     fn request_started(&self) {
-        self.with(|phase| {
+        self.change(|phase| {
             *phase = Phase::Busy {
                 since: Instant::now(),
                 body_done: false,
-            }
+            };
+            true
         });
     }
 
     fn body_done(&self) {
-        self.with(|phase| {
+        // The deadline does not change: no need to wake the timer.
+        self.change(|phase| {
             if let Phase::Busy { body_done, .. } = phase {
                 *body_done = true;
             }
+            false
         });
     }
 
     /// hyper flushed: when the response body has ended, everything of it is
     /// now written, and the connection is idle.
     fn flushed(&self) {
-        self.with(|phase| {
-            if let Phase::Busy {
+        self.change(|phase| match phase {
+            Phase::Busy {
                 body_done: true, ..
-            } = phase
-            {
+            } => {
                 *phase = Phase::Idle(Instant::now());
+                true
             }
+            _ => false,
         });
     }
 
     fn busy(&self) -> bool {
-        self.with(|phase| matches!(phase, Phase::Busy { .. }))
+        matches!(*self.phase.borrow(), Phase::Busy { .. })
     }
 
     /// Resolves with the phase whose deadline passed.
     async fn expired(&self, timeouts: Timeouts) -> Phase {
+        let mut changes = self.phase.subscribe();
         loop {
-            let phase = self.with(|phase| *phase);
+            let phase = *changes.borrow_and_update();
             let deadline = match phase {
                 Phase::Head(since) => since + timeouts.header,
                 Phase::Busy { since, .. } => since + timeouts.busy,
@@ -339,8 +351,11 @@ impl ConnState {
             if Instant::now() >= deadline {
                 return phase;
             }
-            // The phase may change meanwhile; it is looked at again then.
-            tokio::time::sleep_until(deadline).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                // The sender lives as long as `self`.
+                _ = changes.changed() => {}
+            }
         }
     }
 }

@@ -315,6 +315,12 @@ async fn help_lists_every_setting_and_bad_config_names_the_variable() {
         "SQS_QUEUE_NAME",
         "RELAY_MAX_ATTEMPTS",
         "OUTBOX_RETENTION",
+        "MAX_BODY_BYTES",
+        "HTTP_HEADER_TIMEOUT",
+        "HTTP_BODY_TIMEOUT",
+        "HTTP_REQUEST_TIMEOUT",
+        "HTTP_KEEP_ALIVE_TIMEOUT",
+        "HTTP_MAX_CONCURRENT_REQUESTS",
     ] {
         assert!(help.contains(var), "--help lacks {var}");
     }

@@ -29,5 +29,9 @@ fn the_document_states_the_rules_the_code_enforces() {
     assert_eq!(id["format"], "uuid", "{id}");
     let redrive = &doc["paths"]["/api/admin/dlq/redrive"]["post"];
     assert_eq!(redrive["security"][0]["admin_token"], serde_json::json!([]));
+    let dry_run = &redrive["parameters"][0];
+    assert_eq!(dry_run["name"], "dryRun");
+    assert_eq!(dry_run["in"], "query", "{dry_run}");
+    assert_eq!(dry_run["schema"]["type"], "boolean", "{dry_run}");
     service_kit::testing::assert_every_error_is_documented(&doc);
 }
