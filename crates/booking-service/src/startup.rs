@@ -23,6 +23,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pool: PgPool,
+    relay_pool: Option<PgPool>,
     relay: Option<Arc<Relay<SqsPublisher>>>,
     emf_namespace: Option<String>,
     idempotency_key_ttl: Duration,
@@ -32,28 +33,39 @@ impl Application {
     /// Validates the configuration, connects (creating the database and
     /// migrating unless `RUN_MIGRATIONS=false`), builds the relay and binds.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Settings that cannot work are refused before anything is connected.
+        config.validate()?;
         let options = config.database.connect_options(DEFAULT_DATABASE)?;
         let queue_client = if config.relay.relay_enabled {
-            // Validate the relay and queue settings before touching the database.
-            config.relay.validate()?;
             let client = outbox::sqs::client().await;
             Some(Queue::new(client, &config.queue)?)
         } else {
             None
         };
-        let pool = service_kit::db::connect(&config.database, options, &MIGRATOR).await?;
+        let pool =
+            service_kit::db::connect(&config.database, options.clone(), &[&MIGRATOR]).await?;
+        // The relay's own connections: its LISTEN connection and its claims
+        // never wait behind requests, and requests never wait behind them.
+        let relay_pool = match queue_client {
+            Some(_) => Some(
+                service_kit::db::pool(&config.database, &options, config.relay_pool_size()).await?,
+            ),
+            None => None,
+        };
 
         let relay_metrics = RelayMetrics::default();
         let mut registry = Registry::default();
         relay_metrics.register(&mut registry);
-        let relay = queue_client.map(|queue| {
-            Arc::new(Relay::new(
-                pool.clone(),
-                SqsPublisher::new(queue),
-                config.relay.clone(),
-                relay_metrics.clone(),
-            ))
-        });
+        let relay = queue_client
+            .zip(relay_pool.clone())
+            .map(|(queue, relay_pool)| {
+                Arc::new(Relay::new(
+                    relay_pool,
+                    SqsPublisher::new(queue),
+                    config.relay.clone(),
+                    relay_metrics.clone(),
+                ))
+            });
 
         let state = AppState {
             pool: pool.clone(),
@@ -68,6 +80,7 @@ impl Application {
             listener,
             router,
             pool,
+            relay_pool,
             relay,
             emf_namespace: config.emf_namespace,
             idempotency_key_ttl: config.idempotency_key_ttl,
@@ -81,8 +94,14 @@ impl Application {
             .unwrap_or_default()
     }
 
+    /// The HTTP handlers' pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The relay's pool, when the relay runs in this process.
+    pub fn relay_pool(&self) -> Option<&PgPool> {
+        self.relay_pool.as_ref()
     }
 
     /// The relay's id, when it runs in this process.
@@ -123,6 +142,9 @@ impl Application {
             let _ = emf.await;
         }
         let _ = purge.await;
+        if let Some(relay_pool) = &self.relay_pool {
+            relay_pool.close().await;
+        }
         self.pool.close().await;
         tracing::info!("booking-service stopped");
         server

@@ -22,33 +22,48 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pool: PgPool,
+    consumer_pool: Option<PgPool>,
     consumer: Option<Arc<Consumer<PaymentHandler>>>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Settings that cannot work are refused before anything is connected.
+        config.validate()?;
         let options = config.database.connect_options(DEFAULT_DATABASE)?;
         let queue = if config.consumer_enabled {
             Some(Queue::new(outbox::sqs::client().await, &config.queue)?)
         } else {
             None
         };
-        let pool = service_kit::db::connect(&config.database, options, &MIGRATOR).await?;
+        let pool =
+            service_kit::db::connect(&config.database, options.clone(), &[&MIGRATOR]).await?;
+        // The consumer's own connections: a burst of requests cannot make a
+        // receive wait (and fail its messages), nor the other way round.
+        let consumer_pool = match queue {
+            Some(_) => Some(
+                service_kit::db::pool(&config.database, &options, config.consumer_pool_size())
+                    .await?,
+            ),
+            None => None,
+        };
 
         let metrics = ConsumerMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         let consumer_queue = queue.clone();
-        let consumer = queue.map(|queue| {
-            let handler = PaymentHandler::new(config.payment_decline_above);
-            Arc::new(Consumer::new(
-                pool.clone(),
-                queue,
-                handler,
-                config.consumer.clone(),
-                metrics,
-            ))
-        });
+        let consumer = queue
+            .zip(consumer_pool.clone())
+            .map(|(queue, consumer_pool)| {
+                let handler = PaymentHandler::new(config.payment_decline_above);
+                Arc::new(Consumer::new(
+                    consumer_pool,
+                    queue,
+                    handler,
+                    config.consumer.clone(),
+                    metrics,
+                ))
+            });
         let router = api::router(AppState {
             pool: pool.clone(),
             registry: Arc::new(registry),
@@ -63,6 +78,7 @@ impl Application {
             listener,
             router,
             pool,
+            consumer_pool,
             consumer,
         })
     }
@@ -74,8 +90,14 @@ impl Application {
             .unwrap_or_default()
     }
 
+    /// The HTTP handlers' pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The consumer's pool, when the consumer runs in this process.
+    pub fn consumer_pool(&self) -> Option<&PgPool> {
+        self.consumer_pool.as_ref()
     }
 
     /// Serves until `shutdown`: the consumer stops receiving, finishes and
@@ -90,6 +112,9 @@ impl Application {
         shutdown.cancel();
         if let Some(consumer) = consumer {
             let _ = consumer.await;
+        }
+        if let Some(consumer_pool) = &self.consumer_pool {
+            consumer_pool.close().await;
         }
         self.pool.close().await;
         tracing::info!("payment-service stopped");

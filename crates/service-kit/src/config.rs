@@ -30,13 +30,26 @@ pub struct DatabaseArgs {
     /// Database name (used when DATABASE_URL is unset; defaults to the service's own).
     #[arg(long, env = "PGDATABASE")]
     pub pgdatabase: Option<String>,
-    /// Maximum connections in the pool.
+    /// Connections of the HTTP handlers' pool (the relay and the consumer
+    /// have pools of their own).
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_connections: u32,
-    /// How long a request waits for a free connection before failing.
+    /// How long a request (or a background loop) waits for a free connection
+    /// before failing: a request then gets a 503, not a hang.
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
+    /// Longest one SQL statement may run before the server cancels it
+    /// (`statement_timeout` of every connection).
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
+    /// Longest a statement waits for a row or table lock (`lock_timeout`).
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+    /// A connection left idle inside an open transaction this long is closed by
+    /// the server, releasing its locks (`idle_in_transaction_session_timeout`).
+    #[arg(long, env = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_in_transaction_timeout: Duration,
     /// Create the database if missing and apply migrations at start-up.
     #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub run_migrations: bool,
@@ -51,9 +64,66 @@ pub enum ConfigError {
         "no database configured: set DATABASE_URL, or PGHOST and PGUSER (with PGPASSWORD, PGPORT, PGDATABASE as needed)"
     )]
     MissingDatabase,
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("{0} must be at most {1:?}")]
+    TooLong(&'static str, Duration),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Refuses a zero duration, naming its variable (negative ones do not parse).
+pub fn require_positive(settings: &[(&'static str, Duration)]) -> Result<(), ConfigError> {
+    match settings.iter().find(|(_, value)| value.is_zero()) {
+        Some((name, _)) => Err(ConfigError::Zero(name)),
+        None => Ok(()),
+    }
 }
 
 impl DatabaseArgs {
+    /// Refuses settings that cannot work (checked at start-up).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        require_positive(&[
+            ("DATABASE_ACQUIRE_TIMEOUT", self.acquire_timeout),
+            ("DATABASE_STATEMENT_TIMEOUT", self.statement_timeout),
+            ("DATABASE_LOCK_TIMEOUT", self.lock_timeout),
+            (
+                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT",
+                self.idle_in_transaction_timeout,
+            ),
+        ])?;
+        // PostgreSQL keeps these as 32-bit milliseconds.
+        let max = Duration::from_millis(i32::MAX as u64);
+        for (name, value) in [
+            ("DATABASE_STATEMENT_TIMEOUT", self.statement_timeout),
+            ("DATABASE_LOCK_TIMEOUT", self.lock_timeout),
+            (
+                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT",
+                self.idle_in_transaction_timeout,
+            ),
+        ] {
+            if value > max {
+                return Err(ConfigError::TooLong(name, max));
+            }
+        }
+        Ok(())
+    }
+
+    /// The session settings every pooled connection starts with (sent in the
+    /// startup packet's `options`, so no connection is ever without them):
+    /// no statement, lock wait or idle transaction outlives its timeout.
+    pub fn session_timeouts(&self) -> [(&'static str, String); 3] {
+        let ms = |d: Duration| d.as_millis().to_string();
+        [
+            ("statement_timeout", ms(self.statement_timeout)),
+            ("lock_timeout", ms(self.lock_timeout)),
+            (
+                "idle_in_transaction_session_timeout",
+                ms(self.idle_in_transaction_timeout),
+            ),
+        ]
+    }
+
     /// Connection options, from `DATABASE_URL` when set, else from the PG* parts.
     pub fn connect_options(&self, default_database: &str) -> Result<PgConnectOptions, ConfigError> {
         if let Some(url) = &self.database_url {
@@ -127,6 +197,9 @@ mod tests {
             pgdatabase: None,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(60),
             run_migrations: true,
         }
     }
@@ -162,6 +235,48 @@ mod tests {
         };
         let err = db.connect_options("booking").unwrap_err();
         assert!(err.to_string().starts_with("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn zero_or_huge_timeouts_are_refused_by_name() {
+        for (db, name) in [
+            (
+                DatabaseArgs {
+                    acquire_timeout: Duration::ZERO,
+                    ..args()
+                },
+                "DATABASE_ACQUIRE_TIMEOUT",
+            ),
+            (
+                DatabaseArgs {
+                    statement_timeout: Duration::ZERO,
+                    ..args()
+                },
+                "DATABASE_STATEMENT_TIMEOUT",
+            ),
+            (
+                DatabaseArgs {
+                    lock_timeout: Duration::ZERO,
+                    ..args()
+                },
+                "DATABASE_LOCK_TIMEOUT",
+            ),
+            (
+                DatabaseArgs {
+                    idle_in_transaction_timeout: Duration::from_secs(100 * 24 * 3600),
+                    ..args()
+                },
+                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT",
+            ),
+        ] {
+            let err = db.validate().unwrap_err().to_string();
+            assert!(err.starts_with(name), "{err}");
+        }
+        args().validate().unwrap();
+        assert_eq!(
+            args().session_timeouts()[0],
+            ("statement_timeout", "10000".to_owned())
+        );
     }
 
     #[test]

@@ -8,39 +8,61 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::config::DatabaseArgs;
 
-/// Builds the pool; with `run_migrations`, first creates the database if missing
-/// and then applies `migrator`.
+/// Prepares the database and returns the pool of the HTTP handlers. With
+/// `RUN_MIGRATIONS` it first creates the database if missing and applies
+/// `migrators` (on a connection of their own, without the session timeouts: a
+/// migration may rightly take longer than any request).
 pub async fn connect(
     args: &DatabaseArgs,
     options: PgConnectOptions,
-    migrator: &Migrator,
+    migrators: &[&Migrator],
 ) -> anyhow::Result<PgPool> {
-    // Every start-up failure names where it tried (never the password).
-    let target = format!(
+    let target = describe(&options);
+    if args.run_migrations {
+        ensure_database(&options)
+            .await
+            .with_context(|| format!("Failed to prepare the {target}"))?;
+        let mut conn = options
+            .connect()
+            .await
+            .with_context(|| format!("Failed to connect to the {target}"))?;
+        for migrator in migrators {
+            migrator
+                .run(&mut conn)
+                .await
+                .context("Failed to apply database migrations")?;
+        }
+        conn.close().await.ok();
+    }
+    pool(args, &options, args.max_connections).await
+}
+
+/// A pool on the service's database whose every connection carries the
+/// session timeouts (`DATABASE_STATEMENT_TIMEOUT`, `DATABASE_LOCK_TIMEOUT`,
+/// `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT`). Background loops get one of their
+/// own, so they and the HTTP handlers never wait for each other's connections.
+pub async fn pool(
+    args: &DatabaseArgs,
+    options: &PgConnectOptions,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(args.acquire_timeout)
+        .connect_with(options.clone().options(args.session_timeouts()))
+        .await
+        .with_context(|| format!("Failed to connect to the {}", describe(options)))
+}
+
+/// Where `options` point, for start-up errors (never the password).
+fn describe(options: &PgConnectOptions) -> String {
+    format!(
         "database {:?} at {}:{} as {:?} (DATABASE_URL, or PGHOST/PGPORT/PGUSER/PGDATABASE)",
         options.get_database().unwrap_or_default(),
         options.get_host(),
         options.get_port(),
         options.get_username(),
-    );
-    if args.run_migrations {
-        ensure_database(&options)
-            .await
-            .with_context(|| format!("Failed to prepare the {target}"))?;
-    }
-    let pool = PgPoolOptions::new()
-        .max_connections(args.max_connections)
-        .acquire_timeout(args.acquire_timeout)
-        .connect_with(options)
-        .await
-        .with_context(|| format!("Failed to connect to the {target}"))?;
-    if args.run_migrations {
-        migrator
-            .run(&pool)
-            .await
-            .context("Failed to apply database migrations")?;
-    }
-    Ok(pool)
+    )
 }
 
 /// Creates the database named in `options` when it does not exist yet.

@@ -131,6 +131,7 @@ pub async fn ready(State(pool): State<PgPool>) -> Response {
 fn not_ready() -> Response {
     Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
         .detail("The database does not answer")
+        .retry_after(crate::problem::DATABASE_RETRY_AFTER_SECONDS)
         .into_response()
 }
 

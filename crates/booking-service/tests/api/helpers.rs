@@ -21,7 +21,10 @@ pub fn sample_body() -> Value {
 
 pub struct TestApp {
     pub address: String,
+    /// The HTTP handlers' pool.
     pub pool: PgPool,
+    /// The relay's pool (when the relay runs).
+    pub relay_pool: Option<PgPool>,
     pub database_url: String,
     pub client: reqwest::Client,
     pub queue_url: Option<String>,
@@ -32,6 +35,11 @@ pub struct TestApp {
 /// An app with the relay off: events stay in the outbox.
 pub async fn spawn_app() -> TestApp {
     spawn_with(None, &[]).await
+}
+
+/// An app with the relay off and `extra` settings.
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    spawn_with(None, extra).await
 }
 
 /// An app whose relay publishes to a new queue `name` (FIFO when it ends in .fifo).
@@ -76,11 +84,13 @@ async fn start(database_url: String, queue_url: Option<String>, extra: &[&str]) 
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool().clone();
+    let relay_pool = app.relay_pool().cloned();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
         address,
         pool,
+        relay_pool,
         database_url,
         client: reqwest::Client::new(),
         queue_url,

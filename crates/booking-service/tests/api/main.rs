@@ -2,6 +2,7 @@
 //! real PostgreSQL (a fresh database per test) and a real SQS-compatible server
 //! (a fresh queue per test). `scripts/test.sh` provides both.
 
+mod database;
 mod flights;
 mod helpers;
 mod outbox_api;

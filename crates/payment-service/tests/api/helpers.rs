@@ -14,7 +14,10 @@ use uuid::Uuid;
 
 pub struct TestApp {
     pub address: String,
+    /// The HTTP handlers' pool.
     pub pool: PgPool,
+    /// The consumer's pool (when the consumer runs).
+    pub consumer_pool: Option<PgPool>,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -40,11 +43,13 @@ pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> T
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool().clone();
+    let consumer_pool = app.consumer_pool().cloned();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
         address,
         pool,
+        consumer_pool,
         client: reqwest::Client::new(),
         shutdown,
         handle: Some(handle),

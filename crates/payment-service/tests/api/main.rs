@@ -2,6 +2,7 @@
 //! SQS-compatible server; each test has its own database and queues.
 
 mod consumer;
+mod database;
 mod end_to_end;
 mod faults;
 mod groups;
