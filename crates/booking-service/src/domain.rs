@@ -1,9 +1,10 @@
-//! A booking request and the rules it must follow, independent of HTTP and SQL.
+//! A booking request and the rules it must follow, independent of HTTP and SQL:
+//! a request that breaks them is an [`Invalid`] naming every field.
 
 use chrono::{DateTime, Utc};
 use outbox::envelope::Money;
 use serde::{Deserialize, Serialize};
-use service_kit::problem::FieldError;
+use service_kit::error::{Invalid, Violation};
 use utoipa::ToSchema;
 
 /// Airport names are free text (the AWS sample books "Paris" → "London").
@@ -78,7 +79,7 @@ pub struct NewFlight {
 
 impl BookFlightRequest {
     /// Checks every rule and reports every broken one, by field.
-    pub fn validate(self) -> Result<NewFlight, Vec<FieldError>> {
+    pub fn validate(self) -> Result<NewFlight, Invalid> {
         let mut errors = Vec::new();
         let departure_airport = required_text(
             &mut errors,
@@ -95,7 +96,7 @@ impl BookFlightRequest {
         if let (Some(from), Some(to)) = (&departure_airport, &arrival_airport)
             && from.to_lowercase() == to.to_lowercase()
         {
-            errors.push(FieldError::new(
+            errors.push(Violation::new(
                 "arrivalAirport",
                 "must differ from departureAirport",
             ));
@@ -105,7 +106,7 @@ impl BookFlightRequest {
         if let (Some(dep), Some(arr)) = (departure_at, arrival_at)
             && arr <= dep
         {
-            errors.push(FieldError::new(
+            errors.push(Violation::new(
                 "arrivalDateTime",
                 "must be after departureDateTime",
             ));
@@ -147,36 +148,33 @@ impl BookFlightRequest {
                 passenger_name,
                 fare,
             }),
-            _ => Err(errors),
+            _ => Err(Invalid(errors)),
         }
     }
 }
 
 fn required_text(
-    errors: &mut Vec<FieldError>,
+    errors: &mut Vec<Violation>,
     field: &str,
     value: Option<String>,
     max: usize,
 ) -> Option<String> {
     let Some(value) = value else {
-        errors.push(FieldError::new(field, "is required"));
+        errors.push(Violation::new(field, "is required"));
         return None;
     };
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        errors.push(FieldError::new(field, "must not be blank"));
+        errors.push(Violation::new(field, "must not be blank"));
         None
     } else if trimmed.chars().count() > max {
-        errors.push(FieldError::new(
+        errors.push(Violation::new(
             field,
             format!("must be at most {max} characters"),
         ));
         None
     } else if trimmed.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            field,
-            "must not contain control characters",
-        ));
+        errors.push(Violation::new(field, "must not contain control characters"));
         None
     } else {
         Some(trimmed.to_owned())
@@ -184,18 +182,18 @@ fn required_text(
 }
 
 fn date_time(
-    errors: &mut Vec<FieldError>,
+    errors: &mut Vec<Violation>,
     field: &str,
     value: Option<String>,
 ) -> Option<DateTime<Utc>> {
     let Some(value) = value else {
-        errors.push(FieldError::new(field, "is required"));
+        errors.push(Violation::new(field, "is required"));
         return None;
     };
     match DateTime::parse_from_rfc3339(value.trim()) {
         Ok(parsed) => Some(parsed.with_timezone(&Utc)),
         Err(_) => {
-            errors.push(FieldError::new(
+            errors.push(Violation::new(
                 field,
                 "must be an RFC 3339 date-time such as 2023-09-01T08:00:00.000Z",
             ));
@@ -204,21 +202,21 @@ fn date_time(
     }
 }
 
-fn money(errors: &mut Vec<FieldError>, fare: FareRequest) -> Option<Money> {
+fn money(errors: &mut Vec<Violation>, fare: FareRequest) -> Option<Money> {
     let amount = match fare.amount {
         None => {
-            errors.push(FieldError::new("fare.amount", "is required"));
+            errors.push(Violation::new("fare.amount", "is required"));
             None
         }
         Some(a) if a <= 0 => {
-            errors.push(FieldError::new(
+            errors.push(Violation::new(
                 "fare.amount",
                 "must be a positive number of minor units",
             ));
             None
         }
         Some(a) if a > MAX_FARE_AMOUNT => {
-            errors.push(FieldError::new(
+            errors.push(Violation::new(
                 "fare.amount",
                 format!("must be at most {MAX_FARE_AMOUNT} minor units"),
             ));
@@ -228,12 +226,12 @@ fn money(errors: &mut Vec<FieldError>, fare: FareRequest) -> Option<Money> {
     };
     let currency = match fare.currency {
         None => {
-            errors.push(FieldError::new("fare.currency", "is required"));
+            errors.push(Violation::new("fare.currency", "is required"));
             None
         }
         Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => Some(c),
         Some(_) => {
-            errors.push(FieldError::new(
+            errors.push(Violation::new(
                 "fare.currency",
                 "must be an ISO 4217 code: three upper-case letters",
             ));
@@ -261,8 +259,8 @@ mod tests {
         }
     }
 
-    fn fields(errors: Vec<FieldError>) -> Vec<String> {
-        errors.into_iter().map(|e| e.field).collect()
+    fn fields(invalid: Invalid) -> Vec<String> {
+        invalid.0.into_iter().map(|e| e.field).collect()
     }
 
     #[test]

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use service_kit::error::ApiError;
 use service_kit::http::{PageQuery, ProblemQuery, next_cursor};
 use service_kit::problem::Problem;
 use sqlx::PgPool;
@@ -111,10 +112,6 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
     service_kit::http::render_metrics(&registry)
 }
 
-fn internal(e: anyhow::Error) -> Response {
-    Problem::from_error(&e).into_response()
-}
-
 /// A page of payments, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -134,18 +131,12 @@ pub struct PaymentPage {
 pub async fn list_payments(
     State(pool): State<PgPool>,
     ProblemQuery(query): ProblemQuery<PageQuery>,
-) -> Response {
-    let (limit, before) = match (query.limit(), query.cursor::<Uuid>()) {
-        (Ok(limit), Ok(before)) => (limit, before),
-        (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
-    };
-    match payments::list(&pool, before, limit).await {
-        Ok(items) => {
-            let next_cursor = next_cursor(&items, limit, |p| p.id.to_string());
-            Json(PaymentPage { items, next_cursor }).into_response()
-        }
-        Err(e) => internal(e),
-    }
+) -> Result<Json<PaymentPage>, ApiError> {
+    let limit = query.limit()?;
+    let before = query.cursor::<Uuid>()?;
+    let items = payments::list(&pool, before, limit).await?;
+    let next_cursor = next_cursor(&items, limit, |p| p.id.to_string());
+    Ok(Json(PaymentPage { items, next_cursor }))
 }
 
 /// Get the payment of a flight
@@ -156,17 +147,16 @@ pub async fn list_payments(
         (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "flightId: must be a UUID", "errors": [{"field": "flightId", "message": "must be a UUID"}]})),
         (status = 404, description = "No payment (yet) for this flight", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "No payment for flight 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b (yet)"})),
     ))]
-pub async fn get_payment(State(pool): State<PgPool>, Path(flight_id): Path<String>) -> Response {
-    let Ok(flight_id) = Uuid::parse_str(&flight_id) else {
-        return service_kit::http::bad_field("flightId", "must be a UUID").into_response();
-    };
-    match payments::find_by_flight(&pool, flight_id).await {
-        Ok(Some(payment)) => Json(payment).into_response(),
-        Ok(None) => {
-            Problem::not_found(format!("No payment for flight {flight_id} (yet)")).into_response()
-        }
-        Err(e) => internal(e),
-    }
+pub async fn get_payment(
+    State(pool): State<PgPool>,
+    Path(flight_id): Path<String>,
+) -> Result<Json<Payment>, ApiError> {
+    let flight_id = Uuid::parse_str(&flight_id)
+        .map_err(|_| ApiError::bad_field("flightId", "must be a UUID"))?;
+    payments::find_by_flight(&pool, flight_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("No payment for flight {flight_id} (yet)")))
 }
 
 /// What each part of the service is doing.
@@ -241,15 +231,15 @@ pub struct RedriveQuery {
 pub async fn redrive_dlq(
     State(state): State<AppState>,
     Query(query): Query<RedriveQuery>,
-) -> Response {
+) -> Result<Json<Redrive>, ApiError> {
     let Some(queue) = &state.queue else {
-        return Problem::new(
+        return Err(Problem::new(
             axum::http::StatusCode::CONFLICT,
             "no-queue",
             "No queue configured",
         )
         .detail("Set SQS_QUEUE_URL or SQS_QUEUE_NAME.")
-        .into_response();
+        .into());
     };
     match outbox::sqs::redrive(queue, query.dry_run).await {
         Ok(report) => {
@@ -259,24 +249,25 @@ pub async fn redrive_dlq(
                 dry_run = report.dry_run,
                 "DLQ redrive by an operator"
             );
-            Json(report).into_response()
+            Ok(Json(report))
         }
-        Err(e) if e.reason == outbox::sqs::FailureReason::Other => Problem::new(
+        Err(e) if e.reason == outbox::sqs::FailureReason::Other => Err(Problem::new(
             axum::http::StatusCode::CONFLICT,
             "no-dlq",
             "No dead-letter queue",
         )
         .detail(e.to_string())
-        .into_response(),
+        .into()),
         Err(e) => {
-            tracing::warn!(error = %e, "DLQ redrive failed");
-            Problem::new(
+            tracing::warn!(error = %service_kit::error::chain(&e), "DLQ redrive failed");
+            Err(Problem::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "sqs-unavailable",
                 "SQS unavailable",
             )
             .detail(e.to_string())
-            .into_response()
+            .retry_after(5)
+            .into())
         }
     }
 }

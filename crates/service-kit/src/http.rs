@@ -118,7 +118,7 @@ pub async fn ready(State(pool): State<PgPool>) -> Response {
     match check {
         Ok(Ok(_)) => Json(Health { status: "up" }).into_response(),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness check failed");
+            tracing::warn!(error = %crate::error::chain(&e), "readiness check failed");
             not_ready()
         }
         Err(_) => {
@@ -139,7 +139,7 @@ fn not_ready() -> Response {
 pub fn render_metrics(registry: &Registry) -> Response {
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, registry) {
-        tracing::error!(error = %e, "failed to encode metrics");
+        tracing::error!(error = %crate::error::chain(&e), "failed to encode metrics");
         return Problem::internal().into_response();
     }
     (

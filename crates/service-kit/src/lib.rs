@@ -5,6 +5,8 @@
 //! - [`db`]: connecting, creating the service's database when missing, migrating.
 //! - [`telemetry`]: `tracing` set-up, JSON in production and pretty locally.
 //! - [`shutdown`]: SIGTERM / ctrl-c as one `CancellationToken`.
+//! - [`error`]: one error story: domain errors free of HTTP ([`error::Invalid`]),
+//!   the one HTTP error enum ([`error::ApiError`]) and its one mapping to problems.
 //! - [`problem`]: RFC 9457 `application/problem+json` responses and the fallbacks
 //!   for unknown paths and methods.
 //! - [`admin`]: operator actions behind a bearer token (`ADMIN_TOKEN`).
@@ -14,6 +16,7 @@
 pub mod admin;
 pub mod config;
 pub mod db;
+pub mod error;
 pub mod http;
 pub mod problem;
 pub mod shutdown;

@@ -184,6 +184,8 @@ pub fn database_unavailable(e: &anyhow::Error) -> bool {
             // now), 53300 (too many connections), 3D000 (no such database),
             // 57014 (statement_timeout), 55P03 (lock_timeout): the database is
             // down or too busy to answer in time, not refusing the request.
+            // 55000 "not currently accepting connections": a database of a
+            // shared cluster taken offline (ALTER DATABASE … ALLOW_CONNECTIONS).
             Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
                 code.starts_with("08")
                     || code.starts_with("57P")
@@ -191,6 +193,7 @@ pub fn database_unavailable(e: &anyhow::Error) -> bool {
                     || code == "3D000"
                     || code == "57014"
                     || code == "55P03"
+                    || (code == "55000" && db.message().contains("accepting connections"))
             }),
             _ => false,
         })

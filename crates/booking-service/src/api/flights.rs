@@ -56,7 +56,7 @@ pub async fn book_flight(
     body: JsonBody<BookFlightRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let new_flight = body.value.validate().map_err(ApiError::Validation)?;
+    let new_flight = body.value.validate()?;
     let traceparent = crate::trace::traceparent(&headers);
     let flight_id = Uuid::now_v7();
 

@@ -81,7 +81,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 /// Prometheus metrics; the backlog gauges are read from the outbox table now.
 async fn metrics(State(state): State<AppState>) -> Response {
     if let Err(e) = state.relay_metrics.refresh(&state.pool).await {
-        tracing::warn!(error = %e, "failed to refresh outbox gauges");
+        tracing::warn!(error = %format!("{e:#}"), "failed to refresh outbox gauges");
     }
     service_kit::http::render_metrics(&state.registry)
 }

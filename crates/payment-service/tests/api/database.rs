@@ -45,3 +45,27 @@ async fn the_consumer_pays_while_every_http_connection_is_taken() {
     assert_eq!(statement_timeout, "4s");
     drop(held);
 }
+
+#[tokio::test]
+async fn a_database_outage_is_the_same_503_problem_as_in_booking_service() {
+    let (queue, _dlq) = queue_with_dlq(3, 5).await;
+    let database = new_database_url();
+    let app = spawn_app(&database, &queue, &["--acquire-timeout=1s"]).await;
+    set_database_available(&database, false).await;
+    let response = app
+        .get(&format!("/api/payments/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "2");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/database-unavailable");
+    assert!(
+        !problem.to_string().contains("connection"),
+        "nothing internal leaks: {problem}"
+    );
+    set_database_available(&database, true).await;
+}
