@@ -44,6 +44,8 @@ pub struct Config {
     pub relay: RelayArgs,
     #[command(flatten)]
     pub queue: QueueArgs,
+    #[command(flatten)]
+    pub admin: service_kit::admin::AdminArgs,
 }
 
 impl Config {

@@ -71,6 +71,7 @@ impl Application {
             pool: pool.clone(),
             registry: Arc::new(registry),
             relay_metrics,
+            admin: service_kit::admin::AdminToken::new(config.admin.admin_token.as_ref()),
         };
         let router = api::router(state, config.max_body_bytes as usize);
         let listener = TcpListener::bind(config.bind_addr)

@@ -23,7 +23,7 @@ use axum::extract::Query;
 use outbox::consumer::ConsumerStatus;
 use outbox::sqs::{Queue, Redrive};
 use serde::Deserialize;
-use service_kit::admin::{AdminToken, require_admin};
+use service_kit::admin::{AdminToken, Operator, SecurityAddon};
 
 use crate::payments::{self, Payment};
 
@@ -50,26 +50,10 @@ pub struct AppState {
         license(name = "MIT")
     ),
     tags((name = "payments", description = "Payments recorded from FlightBooked events"), (name = "health"),
-         (name = "operator", description = "Operator actions; need `Authorization: Bearer <ADMIN_TOKEN>`")),
-    modifiers(&BearerAuth)
+         (name = "operator", description = "Operator actions; need `Authorization: Bearer <ADMIN_TOKEN>` (Swagger UI's \"Authorize\"), as does listing all payments")),
+    modifiers(&SecurityAddon)
 )]
 struct ApiDoc;
-
-/// The operator token as an OpenAPI security scheme (Swagger UI's "Authorize").
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        openapi
-            .components
-            .get_or_insert_default()
-            .add_security_scheme(
-                "admin_token",
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-            );
-    }
-}
 
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -78,23 +62,15 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(service_kit::http::live))
         .routes(routes!(service_kit::http::ready))
         .routes(routes!(status))
-}
-
-/// Operator actions: behind the admin token (see [`router`]).
-fn operator_api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(redrive_dlq))
+        .routes(routes!(redrive_dlq))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().merge(operator_api()).split_for_parts().1
+    api().split_for_parts().1
 }
 
 pub fn router(state: AppState) -> Router {
-    let operator = operator_api().route_layer(axum::middleware::from_fn_with_state(
-        state.admin.clone(),
-        require_admin,
-    ));
-    let (api, doc) = api().merge(operator).split_for_parts();
+    let (api, doc) = api().split_for_parts();
     let app = api
         .route("/metrics", get(metrics))
         .route("/", get(service_kit::http::to_swagger_ui))
@@ -122,13 +98,17 @@ pub struct PaymentPage {
 
 /// List payments
 ///
-/// Newest first, paged with `limit` and `cursor`.
+/// Every payment, newest first, paged with `limit` and `cursor`. An operator
+/// action: send the service's `ADMIN_TOKEN` as a bearer token ("Authorize").
 #[utoipa::path(get, path = "/api/payments", tag = "payments", params(PageQuery),
+    security(("admin_token" = [])),
     responses(
         (status = 200, description = "A page of payments", body = PaymentPage),
         (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "limit: must be between 1 and 100", "errors": [{"field": "limit", "message": "must be between 1 and 100"}]})),
+        service_kit::admin::Refusals,
     ))]
 pub async fn list_payments(
+    _: Operator,
     State(pool): State<PgPool>,
     ProblemQuery(query): ProblemQuery<PageQuery>,
 ) -> Result<Json<PaymentPage>, ApiError> {
@@ -223,12 +203,12 @@ pub struct RedriveQuery {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Moved (or counted)", body = Redrive),
-        (status = 401, description = "No or wrong operator token", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/unauthorized", "title": "Operator token required", "status": 401, "detail": "Send the service's ADMIN_TOKEN as `Authorization: Bearer <token>`."})),
-        (status = 403, description = "Operator actions are disabled (no ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/admin-disabled", "title": "Operator actions are disabled", "status": 403, "detail": "This service was started without ADMIN_TOKEN."})),
+        service_kit::admin::Refusals,
         (status = 409, description = "No queue, or the queue has no DLQ", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/no-dlq", "title": "No dead-letter queue", "status": 409, "detail": "the queue has no redrive policy, hence no DLQ"})),
         (status = 503, description = "SQS unavailable", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/sqs-unavailable", "title": "SQS unavailable", "status": 503, "detail": "AWS.SimpleQueueService.NonExistentQueue: The specified queue does not exist."})),
     ))]
 pub async fn redrive_dlq(
+    _: Operator,
     State(state): State<AppState>,
     Query(query): Query<RedriveQuery>,
 ) -> Result<Json<Redrive>, ApiError> {

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outbox::envelope::{FlightBookedV1, NewEvent};
 use serde::Serialize;
+use service_kit::admin::Operator;
 use service_kit::http::{PageQuery, ProblemQuery, next_cursor};
 use service_kit::problem::Problem;
 use sha2::{Digest, Sha256};
@@ -168,18 +169,22 @@ pub struct FlightPage {
 
 /// List flights
 ///
-/// Newest first, paged with `limit` and `cursor`.
+/// Every booking, newest first, paged with `limit` and `cursor`. An operator
+/// action: send the service's `ADMIN_TOKEN` as a bearer token ("Authorize").
 #[utoipa::path(
     get,
     path = "/api/flights",
     tag = "flights",
     params(PageQuery),
+    security(("admin_token" = [])),
     responses(
         (status = 200, description = "A page of bookings", body = FlightPage),
         (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "limit: must be between 1 and 100", "errors": [{"field": "limit", "message": "must be between 1 and 100"}]})),
+        service_kit::admin::Refusals,
     )
 )]
 pub async fn list_flights(
+    _: Operator,
     State(state): State<AppState>,
     ProblemQuery(query): ProblemQuery<PageQuery>,
 ) -> Result<Json<FlightPage>, ApiError> {

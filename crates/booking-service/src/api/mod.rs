@@ -13,6 +13,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Router, extract::DefaultBodyLimit};
 use prometheus_client::registry::Registry;
+use service_kit::admin::SecurityAddon;
 use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -24,6 +25,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub registry: Arc<Registry>,
     pub relay_metrics: ::outbox::metrics::RelayMetrics,
+    /// The operator token (listing all bookings).
+    pub admin: service_kit::admin::AdminToken,
 }
 
 #[derive(OpenApi)]
@@ -39,10 +42,11 @@ pub struct AppState {
         license(name = "MIT")
     ),
     tags(
-        (name = "flights", description = "Book and read flights"),
+        (name = "flights", description = "Book and read flights; listing all of them is an operator action (`Authorization: Bearer <ADMIN_TOKEN>`, Swagger UI's \"Authorize\")"),
         (name = "outbox", description = "Watch events waiting to be published, and resume parked ones"),
         (name = "health", description = "Liveness and readiness")
-    )
+    ),
+    modifiers(&SecurityAddon)
 )]
 struct ApiDoc;
 

@@ -10,6 +10,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The operator token of the test apps (unless a test gives its own
+/// `--admin-token`).
+pub const ADMIN_TOKEN: &str = "test-operator-token";
+
 pub fn sample_body() -> Value {
     json!({
         "departureAirport": "Paris",
@@ -77,6 +81,9 @@ async fn start(database_url: String, queue_url: Option<String>, extra: &[&str]) 
         Some(url) => args.push(format!("--sqs-queue-url={url}")),
         None => args.push("--relay-enabled=false".to_owned()),
     }
+    if !extra.iter().any(|a| a.starts_with("--admin-token")) {
+        args.push(format!("--admin-token={ADMIN_TOKEN}"));
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = Config::parse_from(args);
     let app = Application::build(config)
@@ -120,6 +127,16 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GET with the operator token (the listings are operator actions).
+    pub async fn get_as_operator(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap()

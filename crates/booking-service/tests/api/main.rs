@@ -5,6 +5,7 @@
 mod database;
 mod flights;
 mod helpers;
+mod operator;
 mod outbox_api;
 mod relay;
 mod validation;

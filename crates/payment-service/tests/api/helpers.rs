@@ -12,6 +12,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The operator token of the test apps (unless a test gives its own
+/// `--admin-token`).
+pub const ADMIN_TOKEN: &str = "test-operator-token";
+
 pub struct TestApp {
     pub address: String,
     /// The HTTP handlers' pool.
@@ -37,6 +41,9 @@ pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> T
         // Short polls keep shutdown quick in tests.
         args.push("--consumer-wait-time=1s".to_owned());
     }
+    if !extra.iter().any(|a| a.starts_with("--admin-token")) {
+        args.push(format!("--admin-token={ADMIN_TOKEN}"));
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let app = Application::build(Config::parse_from(args))
         .await
@@ -60,6 +67,16 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GET with the operator token (the listing is an operator action).
+    pub async fn get_as_operator(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap()
