@@ -38,7 +38,16 @@ impl Application {
         let options = config.database.connect_options(DEFAULT_DATABASE)?;
         let queue_client = if config.relay.relay_enabled {
             let client = outbox::sqs::client().await;
-            Some(Queue::new(client, &config.queue)?)
+            let queue = Queue::new(client.clone(), &config.queue)?;
+            service_kit::aws::require_region(&client)?;
+            service_kit::aws::check_queue(
+                &client,
+                config.queue.sqs_queue_url.as_deref(),
+                config.queue.sqs_queue_name.as_deref(),
+                "bookings are accepted and their events wait in the outbox; the relay keeps trying",
+            )
+            .await?;
+            Some(queue)
         } else {
             None
         };

@@ -58,6 +58,14 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.database.validate()?;
         if self.consumer_enabled {
+            if self.consumer.consumer_wait_time < std::time::Duration::from_secs(1) {
+                // SQS waits whole seconds: under 1 s is short polling, one
+                // billed receive call after another on an empty queue.
+                anyhow::bail!(
+                    "CONSUMER_WAIT_TIME must be at least 1s (got {:?}): shorter is short polling, a busy loop of receive calls",
+                    self.consumer.consumer_wait_time
+                );
+            }
             let needed = u32::from(self.consumer.consumer_concurrency) + 1;
             if self.consumer_pool_size() < needed {
                 // A receive loop waiting for a connection would fail its

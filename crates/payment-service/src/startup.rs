@@ -32,7 +32,17 @@ impl Application {
         config.validate()?;
         let options = config.database.connect_options(DEFAULT_DATABASE)?;
         let queue = if config.consumer_enabled {
-            Some(Queue::new(outbox::sqs::client().await, &config.queue)?)
+            let client = outbox::sqs::client().await;
+            let queue = Queue::new(client.clone(), &config.queue)?;
+            service_kit::aws::require_region(&client)?;
+            service_kit::aws::check_queue(
+                &client,
+                config.queue.sqs_queue_url.as_deref(),
+                config.queue.sqs_queue_name.as_deref(),
+                "the consumer keeps trying to receive",
+            )
+            .await?;
+            Some(queue)
         } else {
             None
         };

@@ -2,7 +2,10 @@
 //!
 //! - [`config`]: the database and logging settings both services read from the
 //!   environment (`DATABASE_URL` or the `PG*` parts ECS injects from Secrets Manager).
-//! - [`db`]: connecting, creating the service's database when missing, migrating.
+//! - [`db`]: connecting, creating the service's database when missing, migrating
+//!   (or, with migrations off, checking they are all applied); the session
+//!   timeouts every pooled connection carries.
+//! - [`aws`]: the start-up checks of a region and of the queue.
 //! - [`telemetry`]: `tracing` set-up, JSON in production and pretty locally.
 //! - [`shutdown`]: SIGTERM / ctrl-c as one `CancellationToken`.
 //! - [`error`]: one error story: domain errors free of HTTP ([`error::Invalid`]),
@@ -14,6 +17,7 @@
 //!   health and metrics endpoints.
 
 pub mod admin;
+pub mod aws;
 pub mod config;
 pub mod db;
 pub mod error;

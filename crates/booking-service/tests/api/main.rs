@@ -8,4 +8,5 @@ mod helpers;
 mod operator;
 mod outbox_api;
 mod relay;
+mod startup;
 mod validation;
