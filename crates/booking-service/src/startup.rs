@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, DEFAULT_DATABASE};
+use crate::relay::{ObservedPublisher, RelayState};
 
 /// Migrations of `migrations/booking`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/booking");
@@ -24,7 +25,8 @@ pub struct Application {
     router: axum::Router,
     pool: PgPool,
     relay_pool: Option<PgPool>,
-    relay: Option<Arc<Relay<SqsPublisher>>>,
+    relay: Option<Arc<Relay<ObservedPublisher<SqsPublisher>>>>,
+    relay_state: Option<Arc<RelayState>>,
     emf_namespace: Option<String>,
     idempotency_key_ttl: Duration,
 }
@@ -65,12 +67,16 @@ impl Application {
         let relay_metrics = RelayMetrics::default();
         let mut registry = Registry::default();
         relay_metrics.register(&mut registry);
+        let relay_state = queue_client
+            .as_ref()
+            .map(|_| Arc::new(RelayState::default()));
         let relay = queue_client
             .zip(relay_pool.clone())
-            .map(|(queue, relay_pool)| {
+            .zip(relay_state.clone())
+            .map(|((queue, relay_pool), state)| {
                 Arc::new(Relay::new(
                     relay_pool,
-                    SqsPublisher::new(queue),
+                    ObservedPublisher::new(SqsPublisher::new(queue), state),
                     config.relay.clone(),
                     relay_metrics.clone(),
                 ))
@@ -81,6 +87,8 @@ impl Application {
             registry: Arc::new(registry),
             relay_metrics,
             admin: service_kit::admin::AdminToken::new(config.admin.admin_token.as_ref()),
+            relay_pool: relay_pool.clone(),
+            relay_state: relay_state.clone(),
         };
         let router = api::router(state, config.max_body_bytes as usize);
         let listener = TcpListener::bind(config.bind_addr)
@@ -92,6 +100,7 @@ impl Application {
             pool,
             relay_pool,
             relay,
+            relay_state,
             emf_namespace: config.emf_namespace,
             idempotency_key_ttl: config.idempotency_key_ttl,
         })
@@ -123,9 +132,14 @@ impl Application {
     /// its current batch and releases what it holds.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "booking-service listening");
-        let relay = self
-            .relay
-            .map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+        let relay = self.relay.zip(self.relay_state).map(|(relay, state)| {
+            let running = state.run_guard();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let _running = running;
+                relay.run(shutdown).await;
+            })
+        });
         let emf = self.emf_namespace.map(|namespace| {
             tokio::spawn(outbox::metrics::emit_emf(
                 self.pool.clone(),

@@ -31,8 +31,9 @@ use crate::payments::{self, Payment};
 pub struct AppState {
     pub pool: PgPool,
     pub registry: Arc<Registry>,
-    /// The consumer's status, when it runs in this process.
+    /// The consumer's status and pool, when it runs in this process.
     pub consumer: Option<Arc<Mutex<ConsumerStatus>>>,
+    pub consumer_pool: Option<PgPool>,
     /// The queue consumed (for the DLQ redrive), when configured.
     pub queue: Option<Queue>,
     pub admin: AdminToken,
@@ -139,49 +140,40 @@ pub async fn get_payment(
         .ok_or_else(|| ApiError::NotFound(format!("No payment for flight {flight_id} (yet)")))
 }
 
-/// What each part of the service is doing.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    /// `up`, or `degraded` when the database does not answer or the consumer's breaker is open.
-    #[schema(example = "up")]
-    pub status: &'static str,
-    pub database: DatabaseStatus,
-    /// Absent when the consumer is off in this process.
-    pub consumer: Option<ConsumerStatus>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DatabaseStatus {
-    pub reachable: bool,
-}
-
 /// Status of every part
 ///
-/// The database and the consumer (its circuit breaker, its last receive, the
-/// queue's redrive threshold): why payments are not being recorded, at a glance.
+/// The database and its pools and the consumer (running, its circuit
+/// breaker, its last receive, the queue's redrive threshold); no relay in this
+/// service: why payments are not being recorded, at a glance.
 #[utoipa::path(get, path = "/health/status", tag = "health",
-    responses((status = 200, description = "Each part's state", body = Status)))]
-pub async fn status(State(state): State<AppState>) -> Json<Status> {
-    let reachable = matches!(
-        tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            sqlx::query("select 1").execute(&state.pool)
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    let consumer = state
-        .consumer
-        .as_ref()
-        .map(|c| c.lock().expect("not poisoned").clone());
-    let degraded = !reachable || consumer.as_ref().is_some_and(|c| c.breaker == "open");
-    Json(Status {
-        status: if degraded { "degraded" } else { "up" },
-        database: DatabaseStatus { reachable },
+    responses((status = 200, description = "Each part's state; `degraded` lists the problems", body = service_kit::status::Status)))]
+pub async fn status(State(state): State<AppState>) -> Json<service_kit::status::Status> {
+    use service_kit::status::{self, ConsumerStatus, RelayStatus, Status};
+    let mut pools = vec![("http", &state.pool)];
+    if let Some(consumer_pool) = &state.consumer_pool {
+        pools.push(("consumer", consumer_pool));
+    }
+    let database = status::database(&pools).await;
+    let consumer = match &state.consumer {
+        None => ConsumerStatus::default(),
+        Some(consumer) => {
+            let c = consumer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            ConsumerStatus {
+                configured: true,
+                running: Some(c.running),
+                breaker: Some(c.breaker),
+                breaker_open_since: c.breaker_open_since,
+                last_receive_at: c.last_receive_at,
+                max_receive_count: c.max_receive_count,
+            }
+        }
+    };
+    Json(Status::new(
+        "payment-service",
+        database,
+        RelayStatus::default(),
         consumer,
-    })
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -78,6 +78,7 @@ impl Application {
             pool: pool.clone(),
             registry: Arc::new(registry),
             consumer: consumer.as_ref().map(|c| c.status()),
+            consumer_pool: consumer_pool.clone(),
             queue: consumer_queue,
             admin: service_kit::admin::AdminToken::new(config.admin.admin_token.as_ref()),
         });

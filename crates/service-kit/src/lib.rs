@@ -13,6 +13,7 @@
 //! - [`problem`]: RFC 9457 `application/problem+json` responses and the fallbacks
 //!   for unknown paths and methods.
 //! - [`admin`]: operator actions behind a bearer token (`ADMIN_TOKEN`).
+//! - [`status`]: `/health/status`, each part's state in one shape for both services.
 //! - [`http`]: the middleware stack (request ids, tracing spans, panics) and the
 //!   health and metrics endpoints.
 
@@ -24,5 +25,6 @@ pub mod error;
 pub mod http;
 pub mod problem;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 pub mod testing;

@@ -9,4 +9,5 @@ mod operator;
 mod outbox_api;
 mod relay;
 mod startup;
+mod status;
 mod validation;

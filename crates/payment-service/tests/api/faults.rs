@@ -35,8 +35,15 @@ async fn a_consumer_database_outage_longer_than_the_redrive_threshold_dead_lette
     })
     .await;
     assert_eq!(status["status"], "degraded");
+    assert_eq!(status["service"], "payment-service");
     assert_eq!(status["database"]["reachable"], false);
+    assert_eq!(status["consumer"]["configured"], true);
     assert_eq!(status["consumer"]["maxReceiveCount"], 2);
+    assert_eq!(status["relay"], serde_json::json!({"configured": false}));
+    assert!(
+        status["problems"].to_string().contains("breaker is open"),
+        "{status}"
+    );
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("consumer_breaker_open 1"), "{metrics}");
     // Many redrive thresholds long: nothing may reach the DLQ.
@@ -56,7 +63,10 @@ async fn a_consumer_database_outage_longer_than_the_redrive_threshold_dead_lette
     assert_eq!(dlq_depth(&dlq).await, 0);
     let status: Value = app.get("/health/status").await.json().await.unwrap();
     assert_eq!(status["consumer"]["breaker"], "closed");
+    assert_eq!(status["consumer"]["running"], true);
+    assert!(status["consumer"]["lastReceiveAt"].is_string(), "{status}");
     assert_eq!(status["status"], "up");
+    assert_eq!(status["problems"], serde_json::json!([]));
 }
 
 #[tokio::test]

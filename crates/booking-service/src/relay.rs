@@ -1,0 +1,77 @@
+//! The relay as this process runs it: `outbox::relay::Relay` with its
+//! publisher observed, so `/health/status` can say whether the relay runs and
+//! when SQS last took one of its events (state the outbox crate does not
+//! expose itself).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use outbox::sqs::{BatchOutcome, Publisher, SendError};
+use outbox::store::Claimed;
+
+/// What `/health/status` reports of this process's relay.
+#[derive(Debug, Default)]
+pub struct RelayState {
+    running: AtomicBool,
+    last_publish_at: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl RelayState {
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// When SQS last accepted an event of this process's relay.
+    pub fn last_publish_at(&self) -> Option<DateTime<Utc>> {
+        *self
+            .last_publish_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the relay running until the returned guard is dropped (when its
+    /// task ends, normally or by a panic).
+    pub fn run_guard(self: &Arc<Self>) -> RunningGuard {
+        self.running.store(true, Ordering::SeqCst);
+        RunningGuard(Arc::clone(self))
+    }
+}
+
+/// See [`RelayState::run_guard`].
+pub struct RunningGuard(Arc<RelayState>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A publisher that records, in a [`RelayState`], when SQS accepted an event.
+pub struct ObservedPublisher<P> {
+    inner: P,
+    state: Arc<RelayState>,
+}
+
+impl<P> ObservedPublisher<P> {
+    pub fn new(inner: P, state: Arc<RelayState>) -> Self {
+        Self { inner, state }
+    }
+}
+
+impl<P: Publisher> Publisher for ObservedPublisher<P> {
+    async fn publish(&self, batch: &[Claimed]) -> Result<BatchOutcome, SendError> {
+        let outcome = self.inner.publish(batch).await;
+        if outcome
+            .as_ref()
+            .is_ok_and(|results| results.iter().any(Result::is_ok))
+        {
+            *self
+                .state
+                .last_publish_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(Utc::now());
+        }
+        outcome
+    }
+}
