@@ -1,7 +1,8 @@
 //! The relay as this process runs it: `outbox::relay::Relay` with its
 //! publisher observed, so `/health/status` can say whether the relay runs and
 //! when SQS last took one of its events (state the outbox crate does not
-//! expose itself).
+//! expose itself), and, with OTLP export on, each event's send is a `publish`
+//! span in the trace of the booking that wrote it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,7 +62,34 @@ impl<P> ObservedPublisher<P> {
 
 impl<P: Publisher> Publisher for ObservedPublisher<P> {
     async fn publish(&self, batch: &[Claimed]) -> Result<BatchOutcome, SendError> {
+        // One span per event, in its booking's trace, open for the send.
+        let spans: Vec<tracing::Span> = if service_kit::trace::enabled() {
+            batch
+                .iter()
+                .map(|event| {
+                    let span = tracing::info_span!("publish",
+                        event_id = %event.event_id, aggregate_id = %event.aggregate_id,
+                        event_type = %event.event_type, attempt = event.attempts + 1,
+                        trace_id = tracing::field::Empty, outcome = tracing::field::Empty);
+                    service_kit::trace::continue_trace(&span, event.traceparent.as_deref());
+                    span
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let outcome = self.inner.publish(batch).await;
+        for (i, span) in spans.iter().enumerate() {
+            let said = match &outcome {
+                Err(e) => format!("not sent: {e}"),
+                Ok(results) => match results.get(i) {
+                    Some(Ok(())) => "accepted".to_owned(),
+                    Some(Err(e)) => format!("refused: {e}"),
+                    None => "unknown".to_owned(),
+                },
+            };
+            span.record("outcome", said);
+        }
         if outcome
             .as_ref()
             .is_ok_and(|results| results.iter().any(Result::is_ok))

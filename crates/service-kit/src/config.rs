@@ -158,12 +158,51 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Logging settings.
+/// The OTLP transports built in (no gRPC: it would bring tonic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    /// Protocol buffers over HTTP, the OTLP default.
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    /// JSON over HTTP.
+    #[value(name = "http/json")]
+    HttpJson,
+}
+
+/// Logging and tracing settings.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// When set, spans are exported over OTLP/HTTP to this collector (an
+    /// OpenTelemetry Collector or the ADOT sidecar, e.g. http://127.0.0.1:4318;
+    /// spans go to its /v1/traces). Unset: nothing is exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// The OTLP transport: http/protobuf or http/json.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::HttpProtobuf)]
+    pub otel_exporter_otlp_protocol: OtlpProtocol,
+}
+
+impl LogArgs {
+    /// The collector's traces URL, when export is on (an empty variable is unset).
+    pub fn otlp_traces_url(&self) -> Result<Option<String>, ConfigError> {
+        let Some(base) = self
+            .otel_exporter_otlp_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        else {
+            return Ok(None);
+        };
+        if !base.starts_with("http://") {
+            return Err(ConfigError::Invalid(format!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT {base:?} must be an http:// URL (a collector or ADOT sidecar next to the service; https and gRPC are not built in)"
+            )));
+        }
+        Ok(Some(format!("{}/v1/traces", base.trim_end_matches('/'))))
+    }
 }
 
 pub(crate) fn parse_secret(value: &str) -> Result<SecretString, String> {
@@ -276,6 +315,30 @@ mod tests {
         assert_eq!(
             args().session_timeouts()[0],
             ("statement_timeout", "10000".to_owned())
+        );
+    }
+
+    #[test]
+    fn otlp_export_is_off_unless_an_http_endpoint_is_set() {
+        let log = |endpoint: Option<&str>| LogArgs {
+            log_format: LogFormat::Json,
+            otel_exporter_otlp_endpoint: endpoint.map(str::to_owned),
+            otel_exporter_otlp_protocol: OtlpProtocol::HttpProtobuf,
+        };
+        assert_eq!(log(None).otlp_traces_url().unwrap(), None);
+        assert_eq!(log(Some(" ")).otlp_traces_url().unwrap(), None);
+        assert_eq!(
+            log(Some("http://127.0.0.1:4318/"))
+                .otlp_traces_url()
+                .unwrap(),
+            Some("http://127.0.0.1:4318/v1/traces".to_owned())
+        );
+        let err = log(Some("https://collector:4318"))
+            .otlp_traces_url()
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "{err}"
         );
     }
 

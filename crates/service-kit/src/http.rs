@@ -39,12 +39,20 @@ pub fn with_common_layers(router: Router) -> Router {
                         .get(&REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
-                    tracing::info_span!(
+                    let span = tracing::info_span!(
                         "request",
                         method = %request.method(),
                         path = %request.uri().path(),
                         request_id = %request_id,
-                    )
+                        trace_id = tracing::field::Empty,
+                    );
+                    // With OTLP on: a child of the caller's `traceparent`, its trace id on every line.
+                    let traceparent = request
+                        .headers()
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok());
+                    crate::trace::continue_trace(&span, traceparent);
+                    span
                 })
                 // One access line per request (status, latency, in the request's span).
                 .on_response(DefaultOnResponse::new().level(Level::INFO))

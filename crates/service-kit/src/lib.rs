@@ -6,7 +6,10 @@
 //!   (or, with migrations off, checking they are all applied); the session
 //!   timeouts every pooled connection carries.
 //! - [`aws`]: the start-up checks of a region and of the queue.
-//! - [`telemetry`]: `tracing` set-up, JSON in production and pretty locally.
+//! - [`telemetry`]: `tracing` set-up, JSON in production and pretty locally, and
+//!   the OTLP span export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! - [`trace`]: one booking, one trace: continuing a `traceparent` across HTTP,
+//!   the outbox and SQS.
 //! - [`shutdown`]: SIGTERM / ctrl-c as one `CancellationToken`.
 //! - [`error`]: one error story: domain errors free of HTTP ([`error::Invalid`]),
 //!   the one HTTP error enum ([`error::ApiError`]) and its one mapping to problems.
@@ -28,3 +31,4 @@ pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod testing;
+pub mod trace;

@@ -197,4 +197,10 @@ async fn an_sqs_that_does_not_answer_is_an_outage_the_service_starts_books_and_s
     assert_eq!(count("SQS does not answer at start"), 1, "{lines:#?}");
     assert_eq!(count("SQS unavailable"), 1, "once per outage: {lines:#?}");
     assert_eq!(count("\"level\":\"ERROR\""), 0, "{lines:#?}");
+    // A line logged while handling a request carries the request's id.
+    let booked = lines
+        .iter()
+        .find(|l| l.contains("flight booked"))
+        .expect("a booking line");
+    assert!(booked.contains("\"request_id\":\""), "{booked}");
 }
