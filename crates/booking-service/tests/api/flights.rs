@@ -319,6 +319,13 @@ async fn help_lists_every_setting_and_bad_config_names_the_variable() {
         "SQS_QUEUE_NAME",
         "RELAY_MAX_ATTEMPTS",
         "OUTBOX_RETENTION",
+        "DATABASE_STATEMENT_TIMEOUT",
+        "DATABASE_LOCK_TIMEOUT",
+        "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT",
+        "RELAY_DATABASE_MAX_CONNECTIONS",
+        "ADMIN_TOKEN",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
     ] {
         assert!(help.contains(var), "--help lacks {var}");
     }
