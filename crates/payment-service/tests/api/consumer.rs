@@ -48,7 +48,12 @@ async fn a_booking_made_over_http_is_paid() {
     assert_eq!(payment["amount"], 12900);
     assert_eq!(payment["currency"], "EUR");
     assert_eq!(payment["outcome"], "APPROVED");
-    let list: Value = payments.get("/api/payments").await.json().await.unwrap();
+    let list: Value = payments
+        .get_as_operator("/api/payments")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["items"][0]["flightId"], flight_id.to_string());
 
     stop_booking.cancel();
