@@ -5,7 +5,8 @@
 # of its own, with a queue of its own and a throwaway PostgreSQL cluster of its
 # own, and stopped afterwards. Installs Chromium (apt) and playwright-core
 # (npm ci, pinned by the committed lockfile) when missing. Screenshots:
-# .local/artifacts/swagger-post-flights.png and swagger-get-outbox.png.
+# .local/artifacts/swagger-post-flights.png, swagger-get-outbox.png and
+# swagger-get-flights.png (after "Authorize" with the system's ADMIN_TOKEN).
 #
 # Settings (environment): BROWSER_BOOKING_PORT (28080), BROWSER_PAYMENT_PORT
 # (28081), BROWSER_PG_PORT (a free port; 5432 uses the shared server instead),

@@ -20,7 +20,8 @@
 # load_settings: the environment, then .env): BOOKING_PORT (8080), PAYMENT_PORT
 # (8081), QUEUE_NAME (bookings.fifo), DLQ_NAME (QUEUE-dlq.fifo), SQS_PORT (9324) or
 # AWS_ENDPOINT_URL_SQS; BOOKING_URL / PAYMENT_URL (default http://127.0.0.1:PORT)
-# for services elsewhere. Its own: DEMO_TIMEOUT (seconds each wait may take, 60),
+# for services elsewhere; ADMIN_TOKEN (the operator token, for GET /api/payments;
+# default: the one the running scripts/run.sh generated). Its own: DEMO_TIMEOUT (seconds each wait may take, 60),
 # DEMO_DRAIN_TIMEOUT (seconds for the drain after unblocking, 120; the relay
 # probes the queue every RELAY_PROBE_INTERVAL, 500ms, so it starts within a
 # second), DEMO_STRICT_OUTBOX=1 (require the whole outbox to be empty at the end,
@@ -46,6 +47,7 @@ DEMO_TIMEOUT="${DEMO_TIMEOUT:-60}"
 DEMO_DRAIN_TIMEOUT="${DEMO_DRAIN_TIMEOUT:-120}"
 DEMO_STRICT_OUTBOX="${DEMO_STRICT_OUTBOX:-0}"
 SWAGGER="$BOOKING_URL/swagger-ui/index.html"
+OPERATOR_TOKEN="$(operator_token)"
 
 BODY_FILE="$(mktemp /tmp/outbox-demo.XXXXXX)"
 on_exit "rm -f '$BODY_FILE'"
@@ -78,9 +80,12 @@ fail() { printf '\n%sdemo FAILED at step %d:%s %s\n' "$R" "$STEP" "$N" "$*" >&2;
 
 # --- HTTP and JSON -------------------------------------------------------------
 # http METHOD URL [JSON]: sets STATUS (000 when nothing answered) and BODY.
+# With AS_OPERATOR=1 it sends the operator token (the listings need it).
+AS_OPERATOR=0
 http() {
   local args=(-s -m 10 -o "$BODY_FILE" -w '%{http_code}' -X "$1" -H 'Accept: application/json')
   [ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data "$3")
+  [ "$AS_OPERATOR" = 1 ] && [ -n "$OPERATOR_TOKEN" ] && args+=(-H "Authorization: Bearer $OPERATOR_TOKEN")
   : >"$BODY_FILE"
   STATUS="$(curl "${args[@]}" "$2" 2>/dev/null)" || STATUS=000
   BODY="$(cat "$BODY_FILE")"
@@ -141,7 +146,8 @@ wait_payment() {
 # outbox_entry AGGREGATE_ID: reads every page of GET /api/outbox; sets ENTRY (the
 # JSON of the flight's event, empty when absent) and OUTBOX_TOTAL.
 outbox_entry() {
-  local cursor="" count found
+  # The operator token too: the outbox listing is an operator action.
+  local cursor="" count found AS_OPERATOR=1
   ENTRY=""; OUTBOX_TOTAL=0
   for _ in $(seq 1 200); do
     http GET "$BOOKING_URL/api/outbox?limit=100${cursor:+&cursor=$cursor}"
@@ -159,10 +165,14 @@ entry() { BODY="$ENTRY" py "$1"; }
 # payments_of IDS...: pages GET /api/payments (newest first) back to the start of
 # the demo; prints "flightId count" for each id.
 payments_of() {
-  local cursor="" counts="{}"
+  local cursor="" counts="{}" AS_OPERATOR=1
   for _ in $(seq 1 500); do
     http GET "$PAYMENT_URL/api/payments?limit=100${cursor:+&cursor=$cursor}"
-    [ "$STATUS" = 200 ] || fail "GET /api/payments answered $STATUS: $BODY"
+    case "$STATUS" in
+      200) ;;
+      401|403|503) fail "GET /api/payments answered $STATUS, listing all payments is an operator action: set ADMIN_TOKEN to the services' token (scripts/run.sh prints it): $BODY" ;;
+      *) fail "GET /api/payments answered $STATUS: $BODY" ;;
+    esac
     counts="$(py '{i: json.loads(a[0]).get(i, 0) + sum(p["flightId"] == i for p in d["items"]) for i in a[1:]}' "$counts" "$@")"
     cursor="$(py 'd.get("nextCursor")')"
     # Older pages cannot hold payments of flights booked by this run.

@@ -312,6 +312,19 @@ queue_block() {
 # policy run.sh uses (5 receives); prints the queue URL.
 queue_unblock() { create_queues "$1" "$2" 5; }
 
+# --- The operator token (ADMIN_TOKEN) ------------------------------------------------
+# The listings of all bookings and payments and the DLQ redrive need it. run.sh
+# generates one when ADMIN_TOKEN is not set, prints it and keeps it in
+# ADMIN_TOKEN_FILE while it runs, so demo.sh in another terminal finds it.
+ADMIN_TOKEN_FILE="$LOCAL_DIR/admin-token"
+
+new_admin_token() { python3 -c 'import secrets; print(secrets.token_urlsafe(24))'; }
+
+# operator_token: ADMIN_TOKEN, else the token of the running run.sh (may be empty).
+operator_token() {
+  if [ -n "${ADMIN_TOKEN:-}" ]; then echo "$ADMIN_TOKEN"; else cat "$ADMIN_TOKEN_FILE" 2>/dev/null || true; fi
+}
+
 # --- Local settings, shared by run.sh, demo.sh, queue.sh ---------------------------
 # load_settings: the settings of the local system, defined once. The environment
 # wins; then ENV_FILE (default .env at the repository root, see .env.example);
@@ -387,6 +400,9 @@ system_ports_free() {
 
 system_start() {
   SYSTEM_LOG="$1"; shift
+  # One token for the system and the test's own requests (demo.sh), so no test
+  # depends on the token file of a run.sh somebody else started.
+  export ADMIN_TOKEN="${ADMIN_TOKEN:-$(new_admin_token)}"
   # A PostgreSQL already there is used (and left running); otherwise run.sh starts one.
   SYSTEM_PORTS=("$BOOKING_PORT" "$PAYMENT_PORT")
   port_open "$PG_PORT" || SYSTEM_PORTS+=("$PG_PORT")

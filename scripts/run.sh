@@ -17,6 +17,8 @@
 # PGUSER (postgres), PGPASSWORD, or DATABASE_URL=postgres://USER:PASSWORD@HOST:PORT
 # (a base URL: each service gets its own database on that server).
 # The services' own settings (RELAY_*, CONSUMER_*, LOG_FORMAT, ...) pass through.
+# ADMIN_TOKEN: the operator token of both services (listing all bookings and
+# payments, the DLQ redrive); when unset, run.sh generates one and prints it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -87,6 +89,13 @@ BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"
 export SQS_QUEUE_NAME="$QUEUE_NAME"
+if [ -z "${ADMIN_TOKEN:-}" ]; then
+  ADMIN_TOKEN="$(new_admin_token)"
+  # For demo.sh in another terminal; only while this run lasts.
+  (umask 077 && printf '%s\n' "$ADMIN_TOKEN" >"$ADMIN_TOKEN_FILE")
+  on_exit "rm -f '$ADMIN_TOKEN_FILE'"
+fi
+export ADMIN_TOKEN
 names=() pids=()
 stop_services() {
   local pid
@@ -140,9 +149,12 @@ cat <<TXT
   booking-service   http://127.0.0.1:$BOOKING_PORT/swagger-ui/index.html
   payment-service   http://127.0.0.1:$PAYMENT_PORT/swagger-ui/index.html
   SQS (local)       $AWS_ENDPOINT_URL_SQS   queue $QUEUE_NAME, DLQ $DLQ_NAME
+  Operator token    $ADMIN_TOKEN
+                    (ADMIN_TOKEN of both services: "Authorize" in Swagger UI, or
+                    Authorization: Bearer ... for GET /api/flights, GET /api/payments, the DLQ redrive)
 
   Try first: in booking-service's Swagger UI, POST /api/flights -> "Try it out" -> "Execute"
-  with the sample body; then GET http://127.0.0.1:$PAYMENT_PORT/api/payments shows its payment.
+  with the sample body; then GET http://127.0.0.1:$PAYMENT_PORT/api/payments/{its id} shows its payment.
   Or, in another terminal, tell the whole story:  scripts/demo.sh  (scripts/demo.sh --pace: step by step)
   Block the queue by hand:  scripts/queue.sh block | unblock | status
 

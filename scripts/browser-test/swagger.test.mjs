@@ -1,6 +1,7 @@
 // Drives booking-service's Swagger UI in Debian's Chromium, as a user would:
 // POST /api/flights with the sample body ("Try it out" -> "Execute") must show a
-// live 201 with the booking, and GET /api/outbox a live 200 with a page of events.
+// live 201 with the booking, GET /api/outbox a live 200 with a page of events, and
+// GET /api/flights a 401 until the operator token is given with "Authorize".
 // Run by scripts/browser-test.sh: `node --test swagger.test.mjs` with BOOKING_URL
 // pointing at a running booking-service. Screenshots go to .local/artifacts/.
 import { test, before, after } from "node:test";
@@ -161,4 +162,24 @@ test("Swagger UI works under its Content-Security-Policy: nothing blocked", asyn
   assert.equal(pageHeaders["x-frame-options"], "DENY");
   assert.equal(pageHeaders["x-content-type-options"], "nosniff");
   assert.deepEqual(cspViolations, [], "no resource or script blocked by the CSP");
+});
+
+test("GET /api/flights in Swagger UI: 401 until the operator token is given with \"Authorize\", then 200", { timeout: 60_000 }, async () => {
+  const token = process.env.ADMIN_TOKEN;
+  assert.ok(token, "browser-test.sh passes the system's ADMIN_TOKEN");
+  const block = await open("list_flights", /GET\s*\/api\/flights/);
+  let { status, body: text } = await execute(block);
+  assert.equal(status, "401", `without the token (body: ${text})`);
+
+  await page.locator(".swagger-ui .auth-wrapper button.authorize").click();
+  const modal = page.locator(".swagger-ui .modal-ux");
+  await modal.locator("input").first().fill(token);
+  await modal.locator("button.modal-btn.auth.authorize").click();
+  await modal.locator("button.modal-btn.btn-done").click();
+
+  ({ status, body: text } = await execute(block));
+  await screenshot(block, "swagger-get-flights.png");
+  assert.equal(status, "200", `with the token (body: ${text})`);
+  const flights = JSON.parse(text);
+  assert.ok(flights.items.length >= 1, "the booking made above is listed");
 });

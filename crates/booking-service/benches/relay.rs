@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use booking_service::startup::MIGRATIONS;
+use booking_service::startup::migrators;
 use clap::Parser;
 use futures::StreamExt;
 use outbox::relay::Relay;
@@ -304,7 +304,7 @@ impl Bench {
     /// Drains `events` over `aggregates` with an in-process relay; msg/s.
     async fn drain(&self, kind: Kind, aggregates: usize) -> anyhow::Result<(f64, ReadBack)> {
         let events = self.args.events;
-        let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
+        let (_, pool) = service_kit::testing::fresh_database("bench", &migrators()).await?;
         let url = create_queue(&self.client, "bench-drain", kind).await?;
         let relay = self.relay(&pool, &url)?;
         let shutdown = CancellationToken::new();
@@ -325,7 +325,7 @@ impl Bench {
     /// the largest peak RSS (KiB).
     async fn replicas(&self, processes: usize) -> anyhow::Result<(f64, ReadBack, u64)> {
         let events = self.args.events;
-        let (db_url, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
+        let (db_url, pool) = service_kit::testing::fresh_database("bench", &migrators()).await?;
         let url = create_queue(&self.client, "bench-replicas", Kind::Fifo).await?;
         let mut children: Vec<Child> = (0..processes)
             .map(|_| {
@@ -375,7 +375,7 @@ impl Bench {
     /// Pairs of events of one aggregate at a steady rate; p50/p99/max in ms of
     /// the second event's commit → published.
     async fn follow_up(&self) -> anyhow::Result<(f64, f64, f64, f64)> {
-        let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
+        let (_, pool) = service_kit::testing::fresh_database("bench", &migrators()).await?;
         let url = create_queue(&self.client, "bench-follow", Kind::Fifo).await?;
         let relay = self.relay(&pool, &url)?;
         let shutdown = CancellationToken::new();
@@ -434,7 +434,7 @@ impl Bench {
     /// written 1 s after it is back: ms from its commit to published, and ms to
     /// drain the backlog.
     async fn recovery(&self) -> anyhow::Result<(f64, f64)> {
-        let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
+        let (_, pool) = service_kit::testing::fresh_database("bench", &migrators()).await?;
         let name = format!("bench-outage-{}.fifo", Uuid::new_v4().simple());
         let url = outbox::sqs::create_queue(&self.client, &name).await?;
         let relay = self.relay(&pool, &url)?;
@@ -623,7 +623,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 5. Claim cost.
-    let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
+    let (_, pool) = service_kit::testing::fresh_database("bench", &migrators()).await?;
     prefill(&pool, 10_000, 1000).await?;
     sqlx::query("vacuum analyze outbox.event, outbox.lane")
         .execute(&pool)
@@ -659,7 +659,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Stale statistics: 300,000 published rows, analyzed with an empty backlog;
     // autovacuum off so the statistics stay stale; then 17,000 bookings wait.
-    let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
+    let (_, pool) = service_kit::testing::fresh_database("bench", &migrators()).await?;
     for _ in 0..3 {
         prefill(&pool, 100_000, 100_000).await?;
     }

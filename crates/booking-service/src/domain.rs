@@ -1,9 +1,10 @@
-//! A booking request and the rules it must follow, independent of HTTP and SQL.
+//! A booking request and the rules it must follow, independent of HTTP and SQL:
+//! a request that breaks them is an [`Invalid`] naming every field.
 
 use chrono::{DateTime, Timelike, Utc};
 use contracts::Money;
 use serde::{Deserialize, Serialize};
-use service_kit::problem::FieldError;
+use service_kit::error::{Invalid, Violation};
 use unicode_normalization::UnicodeNormalization;
 use utoipa::ToSchema;
 
@@ -145,7 +146,7 @@ pub struct NewFlight {
 
 impl BookFlightRequest {
     /// Checks every rule and reports every broken one, by field.
-    pub fn validate(self) -> Result<NewFlight, Vec<FieldError>> {
+    pub fn validate(self) -> Result<NewFlight, Invalid> {
         let mut errors = Vec::new();
         let departure_airport = required_text(
             &mut errors,
@@ -162,7 +163,7 @@ impl BookFlightRequest {
         if let (Some(from), Some(to)) = (&departure_airport, &arrival_airport)
             && from.to_lowercase() == to.to_lowercase()
         {
-            errors.push(FieldError::new(
+            errors.push(Violation::new(
                 "arrivalAirport",
                 "must differ from departureAirport",
             ));
@@ -172,7 +173,7 @@ impl BookFlightRequest {
         if let (Some(dep), Some(arr)) = (departure_at, arrival_at)
             && arr <= dep
         {
-            errors.push(FieldError::new(
+            errors.push(Violation::new(
                 "arrivalDateTime",
                 "must be after departureDateTime",
             ));
@@ -214,32 +215,32 @@ impl BookFlightRequest {
                 passenger_name,
                 fare,
             }),
-            _ => Err(errors),
+            _ => Err(Invalid(errors)),
         }
     }
 }
 
 fn required_text(
-    errors: &mut Vec<FieldError>,
+    errors: &mut Vec<Violation>,
     field: &str,
     value: Option<String>,
     max: usize,
 ) -> Option<String> {
     let Some(value) = value else {
-        errors.push(FieldError::new(field, "is required"));
+        errors.push(Violation::new(field, "is required"));
         return None;
     };
     // Counted, compared and stored composed: "Zu\u{308}rich" is "Zürich", 6 characters.
     let value: String = value.nfc().collect();
     if value.chars().any(service_kit::json::is_refused_char) {
-        errors.push(FieldError::new(
+        errors.push(Violation::new(
             field,
             "must not contain control or format characters",
         ));
         return None;
     }
     if value.chars().count() > max {
-        errors.push(FieldError::new(
+        errors.push(Violation::new(
             field,
             format!("must be at most {max} characters"),
         ));
@@ -247,25 +248,25 @@ fn required_text(
     }
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        errors.push(FieldError::new(field, "must not be blank"));
+        errors.push(Violation::new(field, "must not be blank"));
         return None;
     }
     Some(trimmed.to_owned())
 }
 
 fn date_time(
-    errors: &mut Vec<FieldError>,
+    errors: &mut Vec<Violation>,
     field: &str,
     value: Option<String>,
 ) -> Option<DateTime<Utc>> {
     let Some(value) = value else {
-        errors.push(FieldError::new(field, "is required"));
+        errors.push(Violation::new(field, "is required"));
         return None;
     };
     match parse_date_time(&value) {
         Ok(at) => Some(at),
         Err(message) => {
-            errors.push(FieldError::new(field, message));
+            errors.push(Violation::new(field, message));
             None
         }
     }
@@ -343,21 +344,21 @@ fn is_rfc3339(value: &str) -> bool {
     }
 }
 
-fn money(errors: &mut Vec<FieldError>, fare: FareRequest) -> Option<Money> {
+fn money(errors: &mut Vec<Violation>, fare: FareRequest) -> Option<Money> {
     let amount = match fare.amount {
         None => {
-            errors.push(FieldError::new("fare.amount", "is required"));
+            errors.push(Violation::new("fare.amount", "is required"));
             None
         }
         Some(a) if a <= 0 => {
-            errors.push(FieldError::new(
+            errors.push(Violation::new(
                 "fare.amount",
                 "must be a positive number of minor units",
             ));
             None
         }
         Some(a) if a > MAX_FARE_AMOUNT => {
-            errors.push(FieldError::new(
+            errors.push(Violation::new(
                 "fare.amount",
                 format!("must be at most {MAX_FARE_AMOUNT} minor units"),
             ));
@@ -367,12 +368,12 @@ fn money(errors: &mut Vec<FieldError>, fare: FareRequest) -> Option<Money> {
     };
     let currency = match fare.currency {
         None => {
-            errors.push(FieldError::new("fare.currency", "is required"));
+            errors.push(Violation::new("fare.currency", "is required"));
             None
         }
         Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => Some(c),
         Some(_) => {
-            errors.push(FieldError::new(
+            errors.push(Violation::new(
                 "fare.currency",
                 "must be an ISO 4217 code: three upper-case letters",
             ));
@@ -400,8 +401,8 @@ mod tests {
         }
     }
 
-    fn fields(errors: Vec<FieldError>) -> Vec<String> {
-        errors.into_iter().map(|e| e.field).collect()
+    fn fields(invalid: Invalid) -> Vec<String> {
+        invalid.0.into_iter().map(|e| e.field).collect()
     }
 
     #[test]

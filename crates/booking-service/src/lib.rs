@@ -6,6 +6,8 @@
 //!   tests build one on port 0.
 //! - [`domain`]: a booking request and its validation, independent of HTTP.
 //! - [`flights`]: the SQL of flights and idempotency keys.
+//! - [`relay`]: the outbox relay as this process runs it, observed for
+//!   `/health/status`.
 //! - [`api`]: the HTTP surface (`api/flights.rs`, `api/outbox.rs`), its errors as
 //!   problem+json, and the OpenAPI document behind Swagger UI.
 //!
@@ -16,5 +18,6 @@ pub mod api;
 pub mod config;
 pub mod domain;
 pub mod flights;
+pub mod relay;
 pub mod startup;
 pub mod trace;

@@ -1,12 +1,18 @@
 //! W3C trace context: the `traceparent` of the request that books a flight is
 //! stored with its event and sent as an SQS message attribute, so the consumer's
-//! logs carry the same trace id. A request without a valid one gets a new trace.
+//! spans and logs carry the same trace id. With OTLP export on it names the
+//! booking's own span (a child of the caller's `traceparent`, when it sent
+//! one); without, it is the caller's, or a new trace.
 
 use axum::http::HeaderMap;
 use rand::Rng;
 
-/// The request's `traceparent` if well-formed, else a new one (sampled).
+/// The current span's `traceparent` with OTLP export on; else the request's
+/// if well-formed, else a new one (sampled).
 pub fn traceparent(headers: &HeaderMap) -> String {
+    if let Some(current) = service_kit::trace::traceparent(&tracing::Span::current()) {
+        return current;
+    }
     headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())

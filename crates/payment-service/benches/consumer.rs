@@ -19,7 +19,7 @@ use outbox::envelope::EventEnvelope;
 use outbox::sqs::{Queue, QueueRef};
 use outbox::{Handled, Handler, HandlerError, Poison};
 use payment_service::handler::PaymentHandler;
-use payment_service::startup::MIGRATIONS;
+use payment_service::startup::migrators;
 use service_kit::messaging::ConsumerArgs;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -191,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
     let raw_queue = filled_queue(&client, "bench-raw-recv", args.events).await?;
     let raw = raw_ceiling(&raw_queue, args.events, loops).await?;
 
-    let (_, pool) = service_kit::testing::fresh_database("bench", &*MIGRATIONS).await?;
+    let (_, pool) = service_kit::testing::fresh_database("bench", &migrators()).await?;
     let queue = filled_queue(&client, "bench-pay", args.events).await?;
     let consumer = Arc::new(Consumer::new(
         pool.clone(),

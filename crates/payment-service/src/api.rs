@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use service_kit::error::ApiError;
 use service_kit::http::{PageQuery, ProblemQuery, UuidCursor, next_cursor};
 use service_kit::problem::Problem;
 use sqlx::PgPool;
@@ -21,7 +22,7 @@ use std::sync::Mutex;
 use outbox::consumer::ConsumerStatus;
 use outbox::sqs::{Queue, Redrive};
 use serde::Deserialize;
-use service_kit::admin::{AdminToken, require_admin};
+use service_kit::admin::{AdminToken, Operator, SecurityAddon};
 
 use crate::payments::{self, Payment};
 
@@ -29,8 +30,9 @@ use crate::payments::{self, Payment};
 pub struct AppState {
     pub pool: PgPool,
     pub registry: Arc<Registry>,
-    /// The consumer's status, when it runs in this process.
+    /// The consumer's status and pool, when it runs in this process.
     pub consumer: Option<Arc<Mutex<ConsumerStatus>>>,
+    pub consumer_pool: Option<PgPool>,
     /// The queue consumed (for the DLQ redrive), when configured.
     pub queue: Option<Queue>,
     pub admin: AdminToken,
@@ -48,26 +50,10 @@ pub struct AppState {
         license(name = "MIT")
     ),
     tags((name = "payments", description = "Payments recorded from FlightBooked events"), (name = "health"),
-         (name = "operator", description = "Operator actions; need `Authorization: Bearer <ADMIN_TOKEN>`")),
-    modifiers(&BearerAuth)
+         (name = "operator", description = "Operator actions; need `Authorization: Bearer <ADMIN_TOKEN>` (Swagger UI's \"Authorize\"), as does listing all payments")),
+    modifiers(&SecurityAddon)
 )]
 struct ApiDoc;
-
-/// The operator token as an OpenAPI security scheme (Swagger UI's "Authorize").
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        openapi
-            .components
-            .get_or_insert_default()
-            .add_security_scheme(
-                "admin_token",
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-            );
-    }
-}
 
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -76,25 +62,17 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(service_kit::http::live))
         .routes(routes!(service_kit::http::ready))
         .routes(routes!(status))
-}
-
-/// Operator actions: behind the admin token (see [`router`]).
-fn operator_api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(redrive_dlq))
+        .routes(routes!(redrive_dlq))
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = api().merge(operator_api()).split_for_parts().1;
+    let mut doc = api().split_for_parts().1;
     service_kit::http::document_errors(&mut doc);
     doc
 }
 
 pub fn router(state: AppState, http: &service_kit::config::HttpArgs) -> Router {
-    let operator = operator_api().route_layer(axum::middleware::from_fn_with_state(
-        state.admin.clone(),
-        require_admin,
-    ));
-    let (api, mut doc) = api().merge(operator).split_for_parts();
+    let (api, mut doc) = api().split_for_parts();
     service_kit::http::document_errors(&mut doc);
     let app = api
         .route("/metrics", get(metrics))
@@ -113,10 +91,6 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
     service_kit::http::render_metrics(&registry)
 }
 
-fn internal(e: anyhow::Error) -> Response {
-    Problem::from_error(&e).into_response()
-}
-
 /// A page of payments, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -127,27 +101,25 @@ pub struct PaymentPage {
 
 /// List payments
 ///
-/// Newest first, paged with `limit` and `cursor`.
+/// Every payment, newest first, paged with `limit` and `cursor`. An operator
+/// action: send the service's `ADMIN_TOKEN` as a bearer token ("Authorize").
 #[utoipa::path(get, path = "/api/payments", tag = "payments", params(PageQuery<UuidCursor>),
+    security(("admin_token" = [])),
     responses(
         (status = 200, description = "A page of payments", body = PaymentPage),
         (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "limit: must be between 1 and 100", "errors": [{"field": "limit", "message": "must be between 1 and 100"}]})),
+        service_kit::admin::Refusals,
     ))]
 pub async fn list_payments(
+    _: Operator,
     State(pool): State<PgPool>,
     ProblemQuery(query): ProblemQuery<PageQuery<UuidCursor>>,
-) -> Response {
-    let (limit, before) = match (query.limit(), query.cursor::<Uuid>()) {
-        (Ok(limit), Ok(before)) => (limit, before),
-        (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
-    };
-    match payments::list(&pool, before, limit).await {
-        Ok(items) => {
-            let next_cursor = next_cursor(&items, limit, |p| p.id.to_string());
-            Json(PaymentPage { items, next_cursor }).into_response()
-        }
-        Err(e) => internal(e),
-    }
+) -> Result<Json<PaymentPage>, ApiError> {
+    let limit = query.limit()?;
+    let before = query.cursor::<Uuid>()?;
+    let items = payments::list(&pool, before, limit).await?;
+    let next_cursor = next_cursor(&items, limit, |p| p.id.to_string());
+    Ok(Json(PaymentPage { items, next_cursor }))
 }
 
 /// Get the payment of a flight
@@ -158,62 +130,52 @@ pub async fn list_payments(
         (status = 400, description = "Not a UUID", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "flightId: must be a UUID", "errors": [{"field": "flightId", "message": "must be a UUID"}]})),
         (status = 404, description = "No payment (yet) for this flight", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "No payment for flight 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b (yet)"})),
     ))]
-pub async fn get_payment(State(pool): State<PgPool>, Path(flight_id): Path<String>) -> Response {
-    let Ok(flight_id) = Uuid::parse_str(&flight_id) else {
-        return service_kit::http::bad_field("flightId", "must be a UUID").into_response();
-    };
-    match payments::find_by_flight(&pool, flight_id).await {
-        Ok(Some(payment)) => Json(payment).into_response(),
-        Ok(None) => {
-            Problem::not_found(format!("No payment for flight {flight_id} (yet)")).into_response()
-        }
-        Err(e) => internal(e),
-    }
-}
-
-/// What each part of the service is doing.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    /// `up`, or `degraded` when the database does not answer or the consumer's breaker is open.
-    #[schema(example = "up")]
-    pub status: &'static str,
-    pub database: DatabaseStatus,
-    /// Absent when the consumer is off in this process.
-    pub consumer: Option<ConsumerStatus>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DatabaseStatus {
-    pub reachable: bool,
+pub async fn get_payment(
+    State(pool): State<PgPool>,
+    Path(flight_id): Path<String>,
+) -> Result<Json<Payment>, ApiError> {
+    let flight_id = Uuid::parse_str(&flight_id)
+        .map_err(|_| ApiError::bad_field("flightId", "must be a UUID"))?;
+    payments::find_by_flight(&pool, flight_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("No payment for flight {flight_id} (yet)")))
 }
 
 /// Status of every part
 ///
-/// The database and the consumer (its circuit breaker, its last receive, the
-/// queue's redrive threshold): why payments are not being recorded, at a glance.
+/// The database and its pools and the consumer (running, its circuit
+/// breaker, its last receive, the queue's redrive threshold); no relay in this
+/// service: why payments are not being recorded, at a glance.
 #[utoipa::path(get, path = "/health/status", tag = "health",
-    responses((status = 200, description = "Each part's state", body = Status)))]
-pub async fn status(State(state): State<AppState>) -> Json<Status> {
-    let reachable = matches!(
-        tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            sqlx::query("select 1").execute(&state.pool)
-        )
-        .await,
-        Ok(Ok(_))
-    );
-    let consumer = state
-        .consumer
-        .as_ref()
-        .map(|c| c.lock().expect("not poisoned").clone());
-    let degraded = !reachable || consumer.as_ref().is_some_and(|c| c.breaker == "open");
-    Json(Status {
-        status: if degraded { "degraded" } else { "up" },
-        database: DatabaseStatus { reachable },
+    responses((status = 200, description = "Each part's state; `degraded` lists the problems", body = service_kit::status::Status)))]
+pub async fn status(State(state): State<AppState>) -> Json<service_kit::status::Status> {
+    use service_kit::status::{self, ConsumerStatus, RelayStatus, Status};
+    let mut pools = vec![("http", &state.pool)];
+    if let Some(consumer_pool) = &state.consumer_pool {
+        pools.push(("consumer", consumer_pool));
+    }
+    let database = status::database(&pools).await;
+    let consumer = match &state.consumer {
+        None => ConsumerStatus::default(),
+        Some(consumer) => {
+            let c = consumer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            ConsumerStatus {
+                configured: true,
+                running: Some(c.running),
+                breaker: Some(c.breaker),
+                breaker_open_since: c.breaker_open_since,
+                last_receive_at: c.last_receive_at,
+                max_receive_count: c.max_receive_count,
+            }
+        }
+    };
+    Json(Status::new(
+        "payment-service",
+        database,
+        RelayStatus::default(),
         consumer,
-    })
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -235,23 +197,23 @@ pub struct RedriveQuery {
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Moved (or counted)", body = Redrive),
-        (status = 401, description = "No or wrong operator token", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/unauthorized", "title": "Operator token required", "status": 401, "detail": "Send the service's ADMIN_TOKEN as `Authorization: Bearer <token>`."})),
-        (status = 403, description = "Operator actions are disabled (no ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/admin-disabled", "title": "Operator actions are disabled", "status": 403, "detail": "This service was started without ADMIN_TOKEN."})),
+        service_kit::admin::Refusals,
         (status = 409, description = "No queue, or the queue has no DLQ", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/no-dlq", "title": "No dead-letter queue", "status": 409, "detail": "the queue has no redrive policy, hence no DLQ"})),
         (status = 503, description = "SQS unavailable", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/sqs-unavailable", "title": "SQS unavailable", "status": 503, "detail": "AWS.SimpleQueueService.NonExistentQueue: The specified queue does not exist."})),
     ))]
 pub async fn redrive_dlq(
+    _: Operator,
     State(state): State<AppState>,
     ProblemQuery(query): ProblemQuery<RedriveQuery>,
-) -> Response {
+) -> Result<Json<Redrive>, ApiError> {
     let Some(queue) = &state.queue else {
-        return Problem::new(
+        return Err(Problem::new(
             axum::http::StatusCode::CONFLICT,
             "no-queue",
             "No queue configured",
         )
         .detail("Set SQS_QUEUE_URL or SQS_QUEUE_NAME.")
-        .into_response();
+        .into());
     };
     match outbox::sqs::redrive(queue, query.dry_run.unwrap_or(false)).await {
         Ok(report) => {
@@ -261,24 +223,25 @@ pub async fn redrive_dlq(
                 dry_run = report.dry_run,
                 "DLQ redrive by an operator"
             );
-            Json(report).into_response()
+            Ok(Json(report))
         }
-        Err(e) if e.reason == outbox::publish::FailureReason::Other => Problem::new(
+        Err(e) if e.reason == outbox::publish::FailureReason::Other => Err(Problem::new(
             axum::http::StatusCode::CONFLICT,
             "no-dlq",
             "No dead-letter queue",
         )
         .detail(e.to_string())
-        .into_response(),
+        .into()),
         Err(e) => {
-            tracing::warn!(error = %e, "DLQ redrive failed");
-            Problem::new(
+            tracing::warn!(error = %service_kit::error::chain(&e), "DLQ redrive failed");
+            Err(Problem::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "sqs-unavailable",
                 "SQS unavailable",
             )
             .detail(e.to_string())
-            .into_response()
+            .retry_after(5)
+            .into())
         }
     }
 }

@@ -47,6 +47,23 @@ impl Handler for PaymentHandler {
         envelope: &EventEnvelope,
         event: &FlightBookedV1,
     ) -> Result<Handled, HandlerError> {
+        // In the booking's trace (its `traceparent` came with the event).
+        let span = tracing::info_span!("record_payment", event_id = %envelope.event_id,
+            flight_id = %event.flight_id, trace_id = tracing::field::Empty);
+        service_kit::trace::continue_trace(&span, envelope.traceparent.as_deref());
+        tracing::Instrument::instrument(self.record(tx, envelope, event), span)
+            .await
+            .map_err(Into::into)
+    }
+}
+
+impl PaymentHandler {
+    async fn record(
+        &self,
+        tx: &mut PgConnection,
+        envelope: &EventEnvelope,
+        event: &FlightBookedV1,
+    ) -> anyhow::Result<Handled> {
         let (outcome, reason) = payments::decide(event, self.decline_above);
         if !payments::record(tx, envelope.event_id, event, outcome, reason.as_deref()).await? {
             tracing::warn!(event_id = %envelope.event_id, flight_id = %event.flight_id,

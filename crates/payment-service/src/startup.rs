@@ -25,42 +25,75 @@ pub static MIGRATIONS: LazyLock<[Migrator; 2]> = LazyLock::new(|| {
     ]
 });
 
+/// [`MIGRATIONS`] as the slice `service_kit::db` takes.
+pub fn migrators() -> [&'static Migrator; 2] {
+    let [outbox, service] = &*MIGRATIONS;
+    [outbox, service]
+}
+
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pool: PgPool,
+    consumer_pool: Option<PgPool>,
     consumer: Option<Arc<Consumer<PaymentHandler>>>,
     http: service_kit::config::HttpArgs,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Settings that cannot work are refused before anything is connected.
+        config.validate()?;
         let options = config.database.connect_options(DEFAULT_DATABASE)?;
         let queue = if config.consumer.consumer_enabled {
             // Validated before touching the database; errors name the variable.
             let consumer_config = config.consumer.config()?;
-            let queue = Queue::new(outbox::sqs::client().await, config.queue.queue()?)?;
+            let client = outbox::sqs::client().await;
+            let queue = Queue::new(client.clone(), config.queue.queue()?)?;
+            service_kit::aws::require_region(&client)?;
+            service_kit::aws::check_queue(
+                &client,
+                config.queue.sqs_queue_url.as_deref(),
+                config.queue.sqs_queue_name.as_deref(),
+                "the consumer keeps trying to receive",
+            )
+            .await?;
             Some((queue, consumer_config))
         } else {
             None
         };
-        let pool = service_kit::db::connect(&config.database, options, &*MIGRATIONS).await?;
+        let pool =
+            service_kit::db::connect(&config.database, options.clone(), &migrators()).await?;
+        // The consumer's own connections: a burst of requests cannot make a
+        // receive wait (and fail its messages), nor the other way round.
+        let consumer_pool = match queue {
+            Some(_) => Some(
+                service_kit::db::pool(&config.database, &options, config.consumer_pool_size())
+                    .await?,
+            ),
+            None => None,
+        };
 
         let metrics = ConsumerMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         let consumer_queue = queue.as_ref().map(|(queue, _)| queue.clone());
-        let consumer = queue.map(|(queue, consumer_config)| {
-            let handler = PaymentHandler::new(config.payment_decline_above);
-            Arc::new(
-                Consumer::new(pool.clone(), queue, handler, consumer_config).with_metrics(metrics),
-            )
-        });
+        let consumer =
+            queue
+                .zip(consumer_pool.clone())
+                .map(|((queue, consumer_config), consumer_pool)| {
+                    let handler = PaymentHandler::new(config.payment_decline_above);
+                    Arc::new(
+                        Consumer::new(consumer_pool, queue, handler, consumer_config)
+                            .with_metrics(metrics),
+                    )
+                });
         let router = api::router(
             AppState {
                 pool: pool.clone(),
                 registry: Arc::new(registry),
                 consumer: consumer.as_ref().map(|c| c.status()),
+                consumer_pool: consumer_pool.clone(),
                 queue: consumer_queue,
                 admin: service_kit::admin::AdminToken::new(config.admin.admin_token.as_ref()),
             },
@@ -73,6 +106,7 @@ impl Application {
             listener,
             router,
             pool,
+            consumer_pool,
             consumer,
             http: config.http,
         })
@@ -85,8 +119,14 @@ impl Application {
             .unwrap_or_default()
     }
 
+    /// The HTTP handlers' pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The consumer's pool, when the consumer runs in this process.
+    pub fn consumer_pool(&self) -> Option<&PgPool> {
+        self.consumer_pool.as_ref()
     }
 
     /// Serves until `shutdown`: the consumer stops receiving, finishes and
@@ -101,6 +141,9 @@ impl Application {
         shutdown.cancel();
         if let Some(consumer) = consumer {
             let _ = consumer.await;
+        }
+        if let Some(consumer_pool) = &self.consumer_pool {
+            consumer_pool.close().await;
         }
         self.pool.close().await;
         tracing::info!("payment-service stopped");

@@ -30,13 +30,26 @@ pub struct DatabaseArgs {
     /// Database name (used when DATABASE_URL is unset; defaults to the service's own).
     #[arg(long, env = "PGDATABASE")]
     pub pgdatabase: Option<String>,
-    /// Maximum connections in the pool.
+    /// Connections of the HTTP handlers' pool (the relay and the consumer
+    /// have pools of their own).
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_connections: u32,
-    /// How long a request waits for a free connection before failing.
+    /// How long a request (or a background loop) waits for a free connection
+    /// before failing: a request then gets a 503, not a hang.
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
+    /// Longest one SQL statement may run before the server cancels it
+    /// (`statement_timeout` of every connection).
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
+    /// Longest a statement waits for a row or table lock (`lock_timeout`).
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+    /// A connection left idle inside an open transaction this long is closed by
+    /// the server, releasing its locks (`idle_in_transaction_session_timeout`).
+    #[arg(long, env = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_in_transaction_timeout: Duration,
     /// Create the database if missing and apply migrations at start-up.
     #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub run_migrations: bool,
@@ -51,9 +64,66 @@ pub enum ConfigError {
         "no database configured: set DATABASE_URL, or PGHOST and PGUSER (with PGPASSWORD, PGPORT, PGDATABASE as needed)"
     )]
     MissingDatabase,
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("{0} must be at most {1:?}")]
+    TooLong(&'static str, Duration),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Refuses a zero duration, naming its variable (negative ones do not parse).
+pub fn require_positive(settings: &[(&'static str, Duration)]) -> Result<(), ConfigError> {
+    match settings.iter().find(|(_, value)| value.is_zero()) {
+        Some((name, _)) => Err(ConfigError::Zero(name)),
+        None => Ok(()),
+    }
 }
 
 impl DatabaseArgs {
+    /// Refuses settings that cannot work (checked at start-up).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        require_positive(&[
+            ("DATABASE_ACQUIRE_TIMEOUT", self.acquire_timeout),
+            ("DATABASE_STATEMENT_TIMEOUT", self.statement_timeout),
+            ("DATABASE_LOCK_TIMEOUT", self.lock_timeout),
+            (
+                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT",
+                self.idle_in_transaction_timeout,
+            ),
+        ])?;
+        // PostgreSQL keeps these as 32-bit milliseconds.
+        let max = Duration::from_millis(i32::MAX as u64);
+        for (name, value) in [
+            ("DATABASE_STATEMENT_TIMEOUT", self.statement_timeout),
+            ("DATABASE_LOCK_TIMEOUT", self.lock_timeout),
+            (
+                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT",
+                self.idle_in_transaction_timeout,
+            ),
+        ] {
+            if value > max {
+                return Err(ConfigError::TooLong(name, max));
+            }
+        }
+        Ok(())
+    }
+
+    /// The session settings every pooled connection starts with (sent in the
+    /// startup packet's `options`, so no connection is ever without them):
+    /// no statement, lock wait or idle transaction outlives its timeout.
+    pub fn session_timeouts(&self) -> [(&'static str, String); 3] {
+        let ms = |d: Duration| d.as_millis().to_string();
+        [
+            ("statement_timeout", ms(self.statement_timeout)),
+            ("lock_timeout", ms(self.lock_timeout)),
+            (
+                "idle_in_transaction_session_timeout",
+                ms(self.idle_in_transaction_timeout),
+            ),
+        ]
+    }
+
     /// Connection options, from `DATABASE_URL` when set, else from the PG* parts.
     pub fn connect_options(&self, default_database: &str) -> Result<PgConnectOptions, ConfigError> {
         if let Some(url) = &self.database_url {
@@ -88,12 +158,51 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Logging settings.
+/// The OTLP transports built in (no gRPC: it would bring tonic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    /// Protocol buffers over HTTP, the OTLP default.
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+    /// JSON over HTTP.
+    #[value(name = "http/json")]
+    HttpJson,
+}
+
+/// Logging and tracing settings.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// When set, spans are exported over OTLP/HTTP to this collector (an
+    /// OpenTelemetry Collector or the ADOT sidecar, e.g. http://127.0.0.1:4318;
+    /// spans go to its /v1/traces). Unset: nothing is exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// The OTLP transport: http/protobuf or http/json.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::HttpProtobuf)]
+    pub otel_exporter_otlp_protocol: OtlpProtocol,
+}
+
+impl LogArgs {
+    /// The collector's traces URL, when export is on (an empty variable is unset).
+    pub fn otlp_traces_url(&self) -> Result<Option<String>, ConfigError> {
+        let Some(base) = self
+            .otel_exporter_otlp_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        else {
+            return Ok(None);
+        };
+        if !base.starts_with("http://") {
+            return Err(ConfigError::Invalid(format!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT {base:?} must be an http:// URL (a collector or ADOT sidecar next to the service; https and gRPC are not built in)"
+            )));
+        }
+        Ok(Some(format!("{}/v1/traces", base.trim_end_matches('/'))))
+    }
 }
 
 /// The HTTP edge: limits and timeouts of every connection and request (see
@@ -171,6 +280,9 @@ mod tests {
             pgdatabase: None,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(60),
             run_migrations: true,
         }
     }
@@ -230,6 +342,72 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn zero_or_huge_timeouts_are_refused_by_name() {
+        for (db, name) in [
+            (
+                DatabaseArgs {
+                    acquire_timeout: Duration::ZERO,
+                    ..args()
+                },
+                "DATABASE_ACQUIRE_TIMEOUT",
+            ),
+            (
+                DatabaseArgs {
+                    statement_timeout: Duration::ZERO,
+                    ..args()
+                },
+                "DATABASE_STATEMENT_TIMEOUT",
+            ),
+            (
+                DatabaseArgs {
+                    lock_timeout: Duration::ZERO,
+                    ..args()
+                },
+                "DATABASE_LOCK_TIMEOUT",
+            ),
+            (
+                DatabaseArgs {
+                    idle_in_transaction_timeout: Duration::from_secs(100 * 24 * 3600),
+                    ..args()
+                },
+                "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT",
+            ),
+        ] {
+            let err = db.validate().unwrap_err().to_string();
+            assert!(err.starts_with(name), "{err}");
+        }
+        args().validate().unwrap();
+        assert_eq!(
+            args().session_timeouts()[0],
+            ("statement_timeout", "10000".to_owned())
+        );
+    }
+
+    #[test]
+    fn otlp_export_is_off_unless_an_http_endpoint_is_set() {
+        let log = |endpoint: Option<&str>| LogArgs {
+            log_format: LogFormat::Json,
+            otel_exporter_otlp_endpoint: endpoint.map(str::to_owned),
+            otel_exporter_otlp_protocol: OtlpProtocol::HttpProtobuf,
+        };
+        assert_eq!(log(None).otlp_traces_url().unwrap(), None);
+        assert_eq!(log(Some(" ")).otlp_traces_url().unwrap(), None);
+        assert_eq!(
+            log(Some("http://127.0.0.1:4318/"))
+                .otlp_traces_url()
+                .unwrap(),
+            Some("http://127.0.0.1:4318/v1/traces".to_owned())
+        );
+        let err = log(Some("https://collector:4318"))
+            .otlp_traces_url()
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,54 +1,143 @@
 //! Connecting to PostgreSQL, creating the service's own database when it is
-//! missing (one Aurora cluster serves both services), and migrating.
+//! missing (one Aurora cluster serves both services), and migrating; with
+//! `RUN_MIGRATIONS=false`, refusing a database whose schema is not the one the
+//! binary needs.
+
+use std::collections::HashMap;
 
 use anyhow::Context;
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use crate::config::DatabaseArgs;
 
-/// Builds the pool; with `run_migrations`, first creates the database if missing
-/// and then applies `migrators` in order (each keeps its own history table).
+/// Prepares the database and returns the pool of the HTTP handlers. With
+/// `RUN_MIGRATIONS` it first creates the database if missing and applies
+/// `migrators` (on a connection of their own, without the session timeouts: a
+/// migration may rightly take longer than any request); without, it checks
+/// that every migration of `migrators` is applied ([`verify_migrations`]).
 pub async fn connect(
     args: &DatabaseArgs,
     options: PgConnectOptions,
-    migrators: &[Migrator],
+    migrators: &[&Migrator],
 ) -> anyhow::Result<PgPool> {
-    // Every start-up failure names where it tried (never the password).
-    let target = format!(
+    let target = describe(&options);
+    if args.run_migrations {
+        ensure_database(&options)
+            .await
+            .with_context(|| format!("Failed to prepare the {target}"))?;
+        let mut conn = options
+            .connect()
+            .await
+            .with_context(|| format!("Failed to connect to the {target}"))?;
+        for migrator in migrators {
+            migrator
+                .run(&mut conn)
+                .await
+                .context("Failed to apply database migrations")?;
+        }
+        conn.close().await.ok();
+    } else {
+        let mut conn = options
+            .connect()
+            .await
+            .with_context(|| format!("Failed to connect to the {target}"))?;
+        verify_migrations(&mut conn, migrators).await?;
+        conn.close().await.ok();
+    }
+    pool(args, &options, args.max_connections).await
+}
+
+/// Refuses (naming `RUN_MIGRATIONS`) a database that lacks a migration of
+/// `migrators`, or holds one that differs from the binary's or failed half
+/// way. Each migrator is looked up in its own table (`_sqlx_migrations`, or
+/// another one such as `outbox._sqlx_migrations`). Migrations the database has
+/// and the binary does not know are fine: a newer release ran them first.
+pub async fn verify_migrations(
+    conn: &mut PgConnection,
+    migrators: &[&Migrator],
+) -> anyhow::Result<()> {
+    const HOW: &str = "start once with RUN_MIGRATIONS=true (the default), or point DATABASE_URL at a migrated database";
+    for migrator in migrators {
+        let table = migrator.table_name.as_ref();
+        let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+            .bind(table)
+            .fetch_one(&mut *conn)
+            .await
+            .context("Failed to look for the migrations table")?;
+        let applied: HashMap<i64, Vec<u8>> = if exists {
+            if let Some(version) = conn.dirty_version(table).await? {
+                anyhow::bail!(
+                    "RUN_MIGRATIONS=false, but migration {version} in {table} failed half way: fix the database, then {HOW}"
+                );
+            }
+            conn.list_applied_migrations(table)
+                .await?
+                .into_iter()
+                .map(|m| (m.version, m.checksum.into_owned()))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let needed: Vec<_> = migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .collect();
+        let missing: Vec<_> = needed
+            .iter()
+            .filter(|m| !applied.contains_key(&m.version))
+            .collect();
+        if let Some(first) = missing.first() {
+            anyhow::bail!(
+                "RUN_MIGRATIONS=false, but the database lacks {} of this service's {} migrations (first: {} {}, in {table}): {HOW}",
+                missing.len(),
+                needed.len(),
+                first.version,
+                first.description,
+            );
+        }
+        if let Some(changed) = needed.iter().find(|m| {
+            applied
+                .get(&m.version)
+                .is_some_and(|c| c[..] != m.checksum[..])
+        }) {
+            anyhow::bail!(
+                "RUN_MIGRATIONS=false, but migration {} {} in the database differs from this binary's: it was migrated by another version of the service",
+                changed.version,
+                changed.description,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A pool on the service's database whose every connection carries the
+/// session timeouts (`DATABASE_STATEMENT_TIMEOUT`, `DATABASE_LOCK_TIMEOUT`,
+/// `DATABASE_IDLE_IN_TRANSACTION_TIMEOUT`). Background loops get one of their
+/// own, so they and the HTTP handlers never wait for each other's connections.
+pub async fn pool(
+    args: &DatabaseArgs,
+    options: &PgConnectOptions,
+    max_connections: u32,
+) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(args.acquire_timeout)
+        .connect_with(options.clone().options(args.session_timeouts()))
+        .await
+        .with_context(|| format!("Failed to connect to the {}", describe(options)))
+}
+
+/// Where `options` point, for start-up errors (never the password).
+fn describe(options: &PgConnectOptions) -> String {
+    format!(
         "database {:?} at {}:{} as {:?} (DATABASE_URL, or PGHOST/PGPORT/PGUSER/PGDATABASE)",
         options.get_database().unwrap_or_default(),
         options.get_host(),
         options.get_port(),
         options.get_username(),
-    );
-    if args.run_migrations {
-        ensure_database(&options)
-            .await
-            .with_context(|| format!("Failed to prepare the {target}"))?;
-    }
-    let pool = PgPoolOptions::new()
-        .max_connections(args.max_connections)
-        .acquire_timeout(args.acquire_timeout)
-        .connect_with(options)
-        .await
-        .with_context(|| format!("Failed to connect to the {target}"))?;
-    if args.run_migrations {
-        migrate(&pool, migrators).await?;
-    }
-    Ok(pool)
-}
-
-/// Applies `migrators` in order.
-pub async fn migrate(pool: &PgPool, migrators: &[Migrator]) -> anyhow::Result<()> {
-    for migrator in migrators {
-        migrator
-            .run(pool)
-            .await
-            .context("Failed to apply database migrations")?;
-    }
-    Ok(())
+    )
 }
 
 /// Creates the database named in `options` when it does not exist yet.
@@ -83,5 +172,16 @@ pub async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
         }
     }
     admin.close().await.ok();
+    Ok(())
+}
+
+/// Applies `migrators` in order (tests and benchmarks on a fresh database).
+pub async fn migrate(pool: &PgPool, migrators: &[&Migrator]) -> anyhow::Result<()> {
+    for migrator in migrators {
+        migrator
+            .run(pool)
+            .await
+            .context("Failed to apply database migrations")?;
+    }
     Ok(())
 }

@@ -129,7 +129,14 @@ async fn request_span(request: Request, next: Next) -> Response {
         method = %request.method(),
         route = %route,
         request_id = %request_id,
+        trace_id = tracing::field::Empty,
     );
+    // With OTLP on: a child of the caller's `traceparent`, its trace id on every line.
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    crate::trace::continue_trace(&span, traceparent);
     let started = Instant::now();
     async move {
         let response = next.run(request).await;

@@ -89,7 +89,7 @@ pub async fn ready(State(pool): State<PgPool>) -> Response {
     match check {
         Ok(Ok(_)) => Json(Health { status: "up" }).into_response(),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness check failed");
+            tracing::warn!(error = %crate::error::chain(&e), "readiness check failed");
             not_ready()
         }
         Err(_) => {
@@ -102,6 +102,7 @@ pub async fn ready(State(pool): State<PgPool>) -> Response {
 fn not_ready() -> Response {
     Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready")
         .detail("The database does not answer")
+        .retry_after(crate::problem::DATABASE_RETRY_AFTER_SECONDS)
         .into_response()
 }
 
@@ -109,7 +110,7 @@ fn not_ready() -> Response {
 pub fn render_metrics(registry: &Registry) -> Response {
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, registry) {
-        tracing::error!(error = %e, "failed to encode metrics");
+        tracing::error!(error = %crate::error::chain(&e), "failed to encode metrics");
         return Problem::internal().into_response();
     }
     (

@@ -93,6 +93,9 @@ pub struct Problem {
     /// The fields that failed validation, when that is the problem.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Seconds after which a retry may work: sent as `Retry-After` (503s).
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -104,7 +107,13 @@ impl Problem {
             detail: None,
             instance: None,
             errors: Vec::new(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -180,7 +189,8 @@ impl Problem {
                 "database-unavailable",
                 "Service unavailable",
             )
-            .detail("The database is unavailable; nothing was changed. Retry later.");
+            .detail("The database is unavailable or busy; nothing was changed. Retry later.")
+            .retry_after(DATABASE_RETRY_AFTER_SECONDS);
         }
         tracing::error!(error = %format!("{e:#}"), "request failed");
         Self::internal()
@@ -224,9 +234,19 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
-        (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+        let mut response = (status, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
+
+/// `Retry-After` of a 503 for a database that is down, busy or out of pooled
+/// connections: long enough not to hammer it, short enough for a blip.
+pub const DATABASE_RETRY_AFTER_SECONDS: u32 = 2;
 
 /// Fallback for paths no route matches.
 /// Whether `e` says the database cannot be reached (as opposed to a bug or a
@@ -242,12 +262,19 @@ pub fn database_unavailable(e: &anyhow::Error) -> bool {
                 | sqlx::Error::WorkerCrashed,
             ) => true,
             // Class 08 (connection exception), 57P01-03 (shutdown, cannot connect
-            // now), 53300 (too many connections), 3D000 (no such database).
+            // now), 53300 (too many connections), 3D000 (no such database),
+            // 57014 (statement_timeout), 55P03 (lock_timeout): the database is
+            // down or too busy to answer in time, not refusing the request.
+            // 55000 "not currently accepting connections": a database of a
+            // shared cluster taken offline (ALTER DATABASE … ALLOW_CONNECTIONS).
             Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
                 code.starts_with("08")
                     || code.starts_with("57P")
                     || code == "53300"
                     || code == "3D000"
+                    || code == "57014"
+                    || code == "55P03"
+                    || (code == "55000" && db.message().contains("accepting connections"))
             }),
             _ => false,
         })

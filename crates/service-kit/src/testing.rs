@@ -30,7 +30,7 @@ pub fn new_database_url(prefix: &str) -> String {
 /// Creates a new database, applies `migrators`, returns its URL and a pool.
 pub async fn fresh_database(
     prefix: &str,
-    migrators: &[Migrator],
+    migrators: &[&Migrator],
 ) -> anyhow::Result<(String, PgPool)> {
     let url = new_database_url(prefix);
     let options: sqlx::postgres::PgConnectOptions = url

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use contracts::FlightBookedV1;
 use outbox::envelope::NewEvent;
 use serde::Serialize;
+use service_kit::admin::Operator;
 use service_kit::http::{PageQuery, ProblemQuery, UuidCursor, next_cursor};
 use service_kit::problem::Problem;
 use sha2::{Digest, Sha256};
@@ -58,7 +59,7 @@ pub async fn book_flight(
     body: JsonBody<BookFlightRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let new_flight = body.value.validate().map_err(ApiError::Validation)?;
+    let new_flight = body.value.validate()?;
     let traceparent = crate::trace::traceparent(&headers);
     let flight_id = Uuid::now_v7();
 
@@ -170,18 +171,22 @@ pub struct FlightPage {
 
 /// List flights
 ///
-/// Newest first, paged with `limit` and `cursor`.
+/// Every booking, newest first, paged with `limit` and `cursor`. An operator
+/// action: send the service's `ADMIN_TOKEN` as a bearer token ("Authorize").
 #[utoipa::path(
     get,
     path = "/api/flights",
     tag = "flights",
     params(PageQuery<UuidCursor>),
+    security(("admin_token" = [])),
     responses(
         (status = 200, description = "A page of bookings", body = FlightPage),
         (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "limit: must be between 1 and 100", "errors": [{"field": "limit", "message": "must be between 1 and 100"}]})),
+        service_kit::admin::Refusals,
     )
 )]
 pub async fn list_flights(
+    _: Operator,
     State(state): State<AppState>,
     ProblemQuery(query): ProblemQuery<PageQuery<UuidCursor>>,
 ) -> Result<Json<FlightPage>, ApiError> {

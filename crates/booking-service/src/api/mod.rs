@@ -13,6 +13,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Router, extract::DefaultBodyLimit};
 use prometheus_client::registry::Registry;
+use service_kit::admin::SecurityAddon;
 use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -24,6 +25,11 @@ pub struct AppState {
     pub pool: PgPool,
     pub registry: Arc<Registry>,
     pub relay_metrics: ::outbox::metrics::RelayMetrics,
+    /// The operator token (listing all bookings).
+    pub admin: service_kit::admin::AdminToken,
+    /// The relay's pool and state, when it runs in this process.
+    pub relay_pool: Option<PgPool>,
+    pub relay_state: Option<Arc<crate::relay::RelayState>>,
 }
 
 #[derive(OpenApi)]
@@ -39,10 +45,11 @@ pub struct AppState {
         license(name = "MIT")
     ),
     tags(
-        (name = "flights", description = "Book and read flights"),
+        (name = "flights", description = "Book and read flights; listing all of them is an operator action (`Authorization: Bearer <ADMIN_TOKEN>`, Swagger UI's \"Authorize\")"),
         (name = "outbox", description = "Watch events waiting to be published, and resume parked ones"),
         (name = "health", description = "Liveness and readiness")
-    )
+    ),
+    modifiers(&SecurityAddon)
 )]
 struct ApiDoc;
 
@@ -54,6 +61,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(outbox::retry_event))
         .routes(routes!(service_kit::http::live))
         .routes(routes!(service_kit::http::ready))
+        .routes(routes!(status))
 }
 
 /// The OpenAPI document (also committed as `openapi.json`).
@@ -81,10 +89,52 @@ pub fn router(state: AppState, http: &service_kit::config::HttpArgs) -> Router {
     service_kit::http::with_common_layers(app, http)
 }
 
+/// Status of every part
+///
+/// The database and its pools, the relay (running, SQS reachable, last
+/// publish, the backlog and its oldest event) and the consumer (none in this
+/// service): why events are waiting, at a glance.
+#[utoipa::path(get, path = "/health/status", tag = "health",
+    responses((status = 200, description = "Each part's state; `degraded` lists the problems", body = service_kit::status::Status)))]
+async fn status(State(state): State<AppState>) -> axum::Json<service_kit::status::Status> {
+    use service_kit::status::{self, ConsumerStatus, RelayStatus, Status};
+    let mut pools = vec![("http", &state.pool)];
+    if let Some(relay_pool) = &state.relay_pool {
+        pools.push(("relay", relay_pool));
+    }
+    let database = status::database(&pools).await;
+    let relay = match &state.relay_state {
+        None => RelayStatus::default(),
+        Some(relay) => {
+            // The backlog is the table's (every relay's); `None` when the database does not answer.
+            let stats = if database.reachable {
+                ::outbox::store::stats(&state.pool).await.ok()
+            } else {
+                None
+            };
+            RelayStatus {
+                configured: true,
+                running: Some(relay.running()),
+                sqs_reachable: Some(state.relay_metrics.sqs_available_now()),
+                last_publish_at: relay.last_publish_at(),
+                backlog: stats.as_ref().map(|s| s.pending),
+                parked: stats.as_ref().map(|s| s.parked),
+                oldest_pending_age_seconds: stats.map(|s| s.oldest_pending_age_seconds),
+            }
+        }
+    };
+    axum::Json(Status::new(
+        "booking-service",
+        database,
+        relay,
+        ConsumerStatus::default(),
+    ))
+}
+
 /// Prometheus metrics; the backlog gauges are read from the outbox table now.
 async fn metrics(State(state): State<AppState>) -> Response {
     if let Err(e) = state.relay_metrics.refresh(&state.pool).await {
-        tracing::warn!(error = %e, "failed to refresh outbox gauges");
+        tracing::warn!(error = %format!("{e:#}"), "failed to refresh outbox gauges");
     }
     service_kit::http::render_metrics(&state.registry)
 }

@@ -348,11 +348,14 @@ async fn requests_over_the_concurrency_cap_get_503_with_retry_after() {
     let blocked = tokio::spawn({
         let client = app.client.clone();
         let url = format!("{}/api/flights", app.address);
-        async move { client.get(url).send().await.unwrap().status() }
+        async move {
+            let request = client.get(url).bearer_auth(crate::helpers::ADMIN_TOKEN);
+            request.send().await.unwrap().status()
+        }
     });
     wait_for_lock_waiters(&app, 1).await;
 
-    let response = app.get("/api/flights").await;
+    let response = app.get_as_operator("/api/flights").await;
     assert_eq!(
         response.headers()["retry-after"].to_str().unwrap(),
         "1",
@@ -365,7 +368,7 @@ async fn requests_over_the_concurrency_cap_get_503_with_retry_after() {
 
     lock.rollback().await.unwrap();
     assert_eq!(blocked.await.unwrap(), 200);
-    assert_eq!(app.get("/api/flights").await.status(), 200);
+    assert_eq!(app.get_as_operator("/api/flights").await.status(), 200);
 }
 
 #[tokio::test]

@@ -206,7 +206,7 @@ async fn flights_are_listed_newest_first_in_pages() {
             Some(c) => format!("/api/flights?limit=2&cursor={c}"),
             None => "/api/flights?limit=2".to_owned(),
         };
-        let page: Value = app.get(&path).await.json().await.unwrap();
+        let page: Value = app.get_as_operator(&path).await.json().await.unwrap();
         seen.extend(
             page["items"]
                 .as_array()
@@ -233,11 +233,15 @@ async fn unknown_flights_and_bad_ids_are_problems() {
     assert!(problem["detail"].as_str().unwrap().contains("No flight"));
     let problem = assert_problem(app.get("/api/flights/not-a-uuid").await, 400).await;
     assert_eq!(problem["errors"][0]["field"], "id");
-    let problem = assert_problem(app.get("/api/flights?limit=500").await, 400).await;
+    let problem = assert_problem(app.get_as_operator("/api/flights?limit=500").await, 400).await;
     assert_eq!(problem["errors"][0]["field"], "limit");
-    let problem = assert_problem(app.get("/api/flights?cursor=bogus").await, 400).await;
+    let problem = assert_problem(app.get_as_operator("/api/flights?cursor=bogus").await, 400).await;
     assert_eq!(problem["errors"][0]["field"], "cursor");
-    let problem = assert_problem(app.get("/api/flights?limit=1&limit=2").await, 400).await;
+    let problem = assert_problem(
+        app.get_as_operator("/api/flights?limit=1&limit=2").await,
+        400,
+    )
+    .await;
     assert!(
         problem["detail"].as_str().unwrap().contains("limit"),
         "{problem}"
@@ -321,6 +325,13 @@ async fn help_lists_every_setting_and_bad_config_names_the_variable() {
         "HTTP_REQUEST_TIMEOUT",
         "HTTP_KEEP_ALIVE_TIMEOUT",
         "HTTP_MAX_CONCURRENT_REQUESTS",
+        "DATABASE_STATEMENT_TIMEOUT",
+        "DATABASE_LOCK_TIMEOUT",
+        "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT",
+        "RELAY_DATABASE_MAX_CONNECTIONS",
+        "ADMIN_TOKEN",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
     ] {
         assert!(help.contains(var), "--help lacks {var}");
     }

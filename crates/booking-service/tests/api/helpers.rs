@@ -10,6 +10,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The operator token of the test apps (unless a test gives its own
+/// `--admin-token`).
+pub const ADMIN_TOKEN: &str = "test-operator-token";
+
 pub fn sample_body() -> Value {
     json!({
         "departureAirport": "Paris",
@@ -21,7 +25,10 @@ pub fn sample_body() -> Value {
 
 pub struct TestApp {
     pub address: String,
+    /// The HTTP handlers' pool.
     pub pool: PgPool,
+    /// The relay's pool (when the relay runs).
+    pub relay_pool: Option<PgPool>,
     pub database_url: String,
     pub client: reqwest::Client,
     pub queue_url: Option<String>,
@@ -34,7 +41,7 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(None, &[]).await
 }
 
-/// An app with the relay off, started with extra flags.
+/// An app with the relay off and `extra` settings.
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     spawn_with(None, extra).await
 }
@@ -74,6 +81,9 @@ async fn start(database_url: String, queue_url: Option<String>, extra: &[&str]) 
         Some(url) => args.push(format!("--sqs-queue-url={url}")),
         None => args.push("--relay-enabled=false".to_owned()),
     }
+    if !extra.iter().any(|a| a.starts_with("--admin-token")) {
+        args.push(format!("--admin-token={ADMIN_TOKEN}"));
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = Config::parse_from(args);
     let app = Application::build(config)
@@ -81,11 +91,13 @@ async fn start(database_url: String, queue_url: Option<String>, extra: &[&str]) 
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool().clone();
+    let relay_pool = app.relay_pool().cloned();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
         address,
         pool,
+        relay_pool,
         database_url,
         client: reqwest::Client::new(),
         queue_url,
@@ -115,6 +127,16 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GET with the operator token (the listings are operator actions).
+    pub async fn get_as_operator(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap()

@@ -2,12 +2,16 @@
 //! real PostgreSQL (a fresh database per test) and a real SQS-compatible server
 //! (a fresh queue per test). `scripts/test.sh` provides both.
 
+mod database;
 mod edge;
 mod flights;
 mod helpers;
 mod logs;
 mod openapi;
+mod operator;
 mod outbox_api;
 mod relay;
 mod schema;
+mod startup;
+mod status;
 mod validation;

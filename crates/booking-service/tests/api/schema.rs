@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use booking_service::startup::MIGRATIONS;
+use booking_service::startup::migrators;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
@@ -46,7 +46,7 @@ async fn an_old_outbox_is_carried_into_the_crate_schema() {
     .await
     .unwrap();
 
-    service_kit::db::migrate(&pool, &*MIGRATIONS).await.unwrap();
+    service_kit::db::migrate(&pool, &migrators()).await.unwrap();
 
     let events: Vec<(i64, String, Option<chrono::DateTime<chrono::Utc>>)> =
         sqlx::query_as("select seq, event_type, parked_at from outbox.event order by seq")

@@ -52,6 +52,12 @@ impl RelayMetrics {
         self.inner.out_of_order.get()
     }
 
+    /// Whether the last call to the broker answered (1 in `outbox_sqs_available`).
+    #[cfg(feature = "prometheus")]
+    pub fn sqs_available_now(&self) -> bool {
+        self.inner.sqs_available.get() == 1
+    }
+
     pub(crate) fn published(&self, count: u64) {
         #[cfg(feature = "prometheus")]
         self.inner.published.inc_by(count);

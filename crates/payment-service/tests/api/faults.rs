@@ -35,8 +35,15 @@ async fn a_consumer_database_outage_longer_than_the_redrive_threshold_dead_lette
     })
     .await;
     assert_eq!(status["status"], "degraded");
+    assert_eq!(status["service"], "payment-service");
     assert_eq!(status["database"]["reachable"], false);
+    assert_eq!(status["consumer"]["configured"], true);
     assert_eq!(status["consumer"]["maxReceiveCount"], 2);
+    assert_eq!(status["relay"], serde_json::json!({"configured": false}));
+    assert!(
+        status["problems"].to_string().contains("breaker is open"),
+        "{status}"
+    );
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("consumer_breaker_open 1"), "{metrics}");
     // Many redrive thresholds long: nothing may reach the DLQ.
@@ -56,7 +63,10 @@ async fn a_consumer_database_outage_longer_than_the_redrive_threshold_dead_lette
     assert_eq!(dlq_depth(&dlq).await, 0);
     let status: Value = app.get("/health/status").await.json().await.unwrap();
     assert_eq!(status["consumer"]["breaker"], "closed");
+    assert_eq!(status["consumer"]["running"], true);
+    assert!(status["consumer"]["lastReceiveAt"].is_string(), "{status}");
     assert_eq!(status["status"], "up");
+    assert_eq!(status["problems"], serde_json::json!([]));
 }
 
 #[tokio::test]
@@ -99,7 +109,7 @@ async fn an_operator_moves_the_dlq_back_and_each_redriven_event_is_paid_once() {
     let wrong = redrive("/api/admin/dlq/redrive", Some("guess"))
         .await
         .unwrap();
-    assert_eq!(wrong.status(), 401);
+    assert_eq!(wrong.status(), 403);
     assert_eq!(dlq_depth(&dlq).await, 3, "nothing moved without the token");
 
     let dry: Value = redrive("/api/admin/dlq/redrive?dryRun=true", Some("s3cret"))
@@ -140,17 +150,85 @@ async fn an_operator_moves_the_dlq_back_and_each_redriven_event_is_paid_once() {
 #[tokio::test]
 async fn without_an_admin_token_operator_actions_are_refused() {
     let (queue, _dlq) = queue_with_dlq(3, 1).await;
-    let app = spawn_app(&new_database_url(), &queue, &[]).await;
-    let response = app
+    let app = spawn_app(&new_database_url(), &queue, &["--admin-token="]).await;
+    let redrive = app
         .client
         .post(format!("{}/api/admin/dlq/redrive", app.address))
         .bearer_auth("anything")
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 403);
+    let list = app.get("/api/payments").await;
+    for response in [redrive, list] {
+        assert_eq!(response.status(), 503);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["type"], "/problems/admin-disabled");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("ADMIN_TOKEN"),
+            "{problem}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn listing_payments_is_an_operator_action_and_reading_one_is_open() {
+    let (queue, _dlq) = queue_with_dlq(3, 5).await;
+    let app = spawn_app(&new_database_url(), &queue, &[]).await;
+    let event = flight_booked(9900);
+    send_event(&queue, &event).await;
+    eventually(Duration::from_secs(10), "paid", || {
+        payment_of(&app, event.aggregate_id)
+    })
+    .await;
+
+    let anonymous = app.get("/api/payments").await;
+    assert_eq!(anonymous.status(), 401);
+    assert!(
+        anonymous.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
     assert_eq!(
-        response.headers()["content-type"],
+        anonymous.headers()["content-type"],
         "application/problem+json"
+    );
+    let wrong = app
+        .client
+        .get(format!("{}/api/payments", app.address))
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let page: Value = app
+        .get_as_operator("/api/payments")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"][0]["flightId"], event.aggregate_id.to_string());
+
+    let spec: Value = app
+        .get("/api-docs/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        spec["components"]["securitySchemes"]["admin_token"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        spec["paths"]["/api/payments"]["get"]["security"][0]["admin_token"],
+        serde_json::json!([])
+    );
+    assert!(
+        spec["paths"]["/api/payments/{flightId}"]["get"]["security"].is_null(),
+        "reading one payment stays open"
     );
 }

@@ -13,9 +13,16 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The operator token of the test apps (unless a test gives its own
+/// `--admin-token`).
+pub const ADMIN_TOKEN: &str = "test-operator-token";
+
 pub struct TestApp {
     pub address: String,
+    /// The HTTP handlers' pool.
     pub pool: PgPool,
+    /// The consumer's pool (when the consumer runs).
+    pub consumer_pool: Option<PgPool>,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -35,17 +42,22 @@ pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> T
         // Short polls keep shutdown quick in tests.
         args.push("--consumer-wait-time=1s".to_owned());
     }
+    if !extra.iter().any(|a| a.starts_with("--admin-token")) {
+        args.push(format!("--admin-token={ADMIN_TOKEN}"));
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     let app = Application::build(Config::parse_from(args))
         .await
         .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool().clone();
+    let consumer_pool = app.consumer_pool().cloned();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
         address,
         pool,
+        consumer_pool,
         client: reqwest::Client::new(),
         shutdown,
         handle: Some(handle),
@@ -56,6 +68,16 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GET with the operator token (the listing is an operator action).
+    pub async fn get_as_operator(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap()
@@ -208,7 +230,7 @@ pub fn new_database_url() -> String {
 
 /// A migrated payment database of its own, for tests that drive a consumer directly.
 pub async fn fresh_pool() -> PgPool {
-    service_kit::testing::fresh_database("t", &*payment_service::startup::MIGRATIONS)
+    service_kit::testing::fresh_database("t", &payment_service::startup::migrators())
         .await
         .unwrap()
         .1

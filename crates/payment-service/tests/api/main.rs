@@ -2,9 +2,11 @@
 //! SQS-compatible server; each test has its own database and queues.
 
 mod consumer;
+mod database;
 mod end_to_end;
 mod faults;
 mod groups;
 mod helpers;
 mod inputs;
 mod openapi;
+mod startup;
