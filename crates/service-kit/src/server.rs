@@ -93,9 +93,9 @@ pub async fn serve(
                     shutdown.clone(),
                 ));
             }
-            // Out of file descriptors and the like: wait instead of spinning
-            // (a refused or reset connection is simply gone).
+            // A connection reset before it was accepted is simply gone.
             Err(e) if is_per_connection(&e) => {}
+            // Out of file descriptors and the like: wait instead of spinning.
             Err(e) => {
                 static ACCEPT: crate::telemetry::Throttle = crate::telemetry::Throttle::new();
                 if let Some(suppressed) = ACCEPT.allow(Duration::from_secs(30)) {
