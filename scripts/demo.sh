@@ -271,7 +271,7 @@ while :; do
   [ -z "$ENTRY" ] && break
   if [ "$(entry 'd["state"]')" = PARKED ] && [ "$retried" = 0 ]; then
     note "the event was parked (attempts exhausted): POST /api/outbox/$EVENT3/retry"
-    http POST "$BOOKING_URL/api/outbox/$EVENT3/retry"
+    AS_OPERATOR=1 http POST "$BOOKING_URL/api/outbox/$EVENT3/retry"
     case "$STATUS" in 200 | 409) ;; *) fail "retry answered $STATUS: $BODY" ;; esac
     retried=1
   fi

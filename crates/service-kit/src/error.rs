@@ -189,6 +189,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<outbox::Error> for ApiError {
+    fn from(e: outbox::Error) -> Self {
+        Self::Unexpected(e.into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,11 +221,5 @@ mod tests {
         assert_eq!(problem.status, 422);
         assert_eq!(problem.errors.len(), 2);
         assert_eq!(problem.errors[1].field, "b.c");
-    }
-}
-
-impl From<outbox::Error> for ApiError {
-    fn from(e: outbox::Error) -> Self {
-        Self::Unexpected(e.into())
     }
 }

@@ -8,6 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use outbox::store::{self, OutboxEntry, RetryOutcome};
 use serde::Serialize;
+use service_kit::admin::Operator;
 use service_kit::http::{PageQuery, ProblemQuery, next_cursor};
 use service_kit::problem::Problem;
 use sqlx::PgPool;
@@ -33,13 +34,16 @@ pub struct OutboxPage {
     get,
     path = "/api/outbox",
     tag = "outbox",
+    security(("admin_token" = [])),
     params(PageQuery),
     responses(
         (status = 200, description = "A page of unpublished events", body = OutboxPage),
         (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "cursor: is not a cursor this API returned", "errors": [{"field": "cursor", "message": "is not a cursor this API returned"}]})),
+        service_kit::admin::Refusals,
     )
 )]
 pub async fn list_outbox(
+    _: Operator,
     State(pool): State<PgPool>,
     ProblemQuery(query): ProblemQuery<PageQuery>,
 ) -> Result<Json<OutboxPage>, ApiError> {
@@ -59,6 +63,7 @@ pub async fn list_outbox(
     post,
     path = "/api/outbox/{eventId}/retry",
     tag = "outbox",
+    security(("admin_token" = [])),
     params(("eventId" = Uuid, Path, description = "The event's id")),
     responses(
         (status = 200, description = "Back in line", body = OutboxEntry),
@@ -68,9 +73,11 @@ pub async fn list_outbox(
         (status = 429, description = "Retried less than a second ago (each retry resets the backoff, so retries are rate-limited per event)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u32, description = "Seconds to wait")),
             example = json!({"type": "/problems/too-many-requests", "title": "Too many requests", "status": 429, "detail": "Event 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b was retried less than 1s ago"})),
+        service_kit::admin::Refusals,
     )
 )]
 pub async fn retry_event(
+    _: Operator,
     State(pool): State<PgPool>,
     Path(event_id): Path<String>,
 ) -> Result<Response, ApiError> {

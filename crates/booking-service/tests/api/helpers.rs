@@ -132,6 +132,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// POST without a body, with the operator token (an operator action).
+    pub async fn post_as_operator(&self, path: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// GET with the operator token (the listings are operator actions).
     pub async fn get_as_operator(&self, path: &str) -> reqwest::Response {
         self.client

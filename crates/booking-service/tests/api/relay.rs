@@ -146,7 +146,12 @@ async fn events_wait_while_the_queue_is_gone_and_drain_in_order_when_it_is_back(
         Duration::from_secs(15),
         "failed attempts are recorded",
         || async {
-            let page: Value = app.get("/api/outbox").await.json().await.unwrap();
+            let page: Value = app
+                .get_as_operator("/api/outbox")
+                .await
+                .json()
+                .await
+                .unwrap();
             let items = page["items"].as_array().unwrap().clone();
             // Once the outage is seen, only the prober sends, with the oldest event.
             (items[0]["attempts"].as_i64().unwrap() >= 8).then_some(items)
@@ -510,7 +515,12 @@ async fn an_outage_never_parks_events_however_long_it_lasts() {
     for _ in 0..4 {
         assert_eq!(denied.run_once().await.unwrap(), RoundReport::Unavailable);
     }
-    let page: Value = app.get("/api/outbox").await.json().await.unwrap();
+    let page: Value = app
+        .get_as_operator("/api/outbox")
+        .await
+        .json()
+        .await
+        .unwrap();
     let entry = &page["items"][0];
     assert_eq!(entry["attempts"], 4, "attempts keep growing");
     assert_ne!(
@@ -563,7 +573,12 @@ async fn an_event_is_parked_after_max_attempts_holds_back_its_successors_and_can
     );
     assert_eq!(metrics.parked_total(), 1);
 
-    let page: Value = app.get("/api/outbox").await.json().await.unwrap();
+    let page: Value = app
+        .get_as_operator("/api/outbox")
+        .await
+        .json()
+        .await
+        .unwrap();
     let entry = &page["items"][0];
     assert_eq!(entry["state"], "PARKED");
     assert_eq!(entry["attempts"], 2);
@@ -590,11 +605,8 @@ async fn an_event_is_parked_after_max_attempts_holds_back_its_successors_and_can
 
     let event_id = entry["eventId"].as_str().unwrap();
     let response = app
-        .client
-        .post(format!("{}/api/outbox/{event_id}/retry", app.address))
-        .send()
-        .await
-        .unwrap();
+        .post_as_operator(&format!("/api/outbox/{event_id}/retry"))
+        .await;
     assert_eq!(response.status(), 200);
     let requeued: Value = response.json().await.unwrap();
     assert_eq!(requeued["attempts"], 0);
@@ -614,11 +626,8 @@ async fn an_event_is_parked_after_max_attempts_holds_back_its_successors_and_can
     assert_eq!(types, ["FlightBooked", "TestEvent"]);
 
     let again = app
-        .client
-        .post(format!("{}/api/outbox/{event_id}/retry", app.address))
-        .send()
-        .await
-        .unwrap();
+        .post_as_operator(&format!("/api/outbox/{event_id}/retry"))
+        .await;
     assert_problem(again, 409).await;
 }
 
