@@ -334,6 +334,7 @@ async fn one_group_is_handled_in_order_and_slow_messages_keep_their_visibility()
     for n in 0..10 {
         let mut event = flight_booked(100);
         event.aggregate_id = booking;
+        event.sequence = Some(n + 1);
         event.payload = json!({ "n": n });
         send_event(&queue_url, &event).await;
     }

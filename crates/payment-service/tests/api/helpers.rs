@@ -147,6 +147,7 @@ pub fn flight_booked(amount: i64) -> EventEnvelope {
         event_version: 1,
         aggregate_type: "flight".into(),
         aggregate_id: flight_id,
+        sequence: Some(1),
         occurred_at: Utc::now(),
         traceparent: None,
         payload: serde_json::to_value(event).unwrap(),
