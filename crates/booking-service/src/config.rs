@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use service_kit::config::{DatabaseArgs, LogArgs};
-use service_kit::messaging::{QueueArgs, RelayArgs};
+use service_kit::messaging::{ConsumerArgs, PaymentEventsQueueArgs, QueueArgs, RelayArgs};
 
 /// The name of this service's database when only the PG* parts are given.
 pub const DEFAULT_DATABASE: &str = "booking";
@@ -14,7 +14,7 @@ pub const DEFAULT_DATABASE: &str = "booking";
 #[command(
     name = "booking-service",
     version,
-    about = "Flight booking API with a transactional outbox relayed to Amazon SQS"
+    about = "Flight booking API with a transactional outbox relayed to Amazon SQS, learning each booking's payment from payment-service's events"
 )]
 pub struct Config {
     /// Address the HTTP server listens on.
@@ -34,8 +34,15 @@ pub struct Config {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    /// The relay publishes FlightBooked and FlightCancelled to the bookings queue.
     #[command(flatten)]
     pub relay: RelayArgs,
     #[command(flatten)]
     pub queue: QueueArgs,
+    /// The consumer applies PaymentApproved, PaymentDeclined and PaymentRefunded
+    /// from the payment events queue.
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+    #[command(flatten)]
+    pub payment_events: PaymentEventsQueueArgs,
 }

@@ -1,10 +1,11 @@
-//! Wiring: database, relay, HTTP server, and their shutdown.
+//! Wiring: database, relay, consumer, HTTP server, and their shutdown.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use outbox::metrics::RelayMetrics;
+use outbox::consumer::Consumer;
+use outbox::metrics::{ConsumerMetrics, RelayMetrics};
 use outbox::relay::Relay;
 use outbox::sqs::{Queue, SqsPublisher};
 use prometheus_client::registry::Registry;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, DEFAULT_DATABASE};
+use crate::payment_events::PaymentEventsHandler;
 
 /// The outbox crate's schema first, then `migrations/booking` (which moves what
 /// older versions kept in `public` into it), both embedded in the binary.
@@ -31,6 +33,7 @@ pub struct Application {
     router: axum::Router,
     pool: PgPool,
     relay: Option<Arc<Relay<SqsPublisher>>>,
+    consumer: Option<Arc<Consumer<PaymentEventsHandler>>>,
     emf_namespace: Option<String>,
     idempotency_key_ttl: Duration,
 }
@@ -49,11 +52,29 @@ impl Application {
         } else {
             None
         };
+        let consumer_queue = if config.consumer.consumer_enabled {
+            let consumer_config = config.consumer.config()?;
+            let client = outbox::sqs::client().await;
+            Some((
+                Queue::new(client, config.payment_events.queue()?)?,
+                consumer_config,
+            ))
+        } else {
+            None
+        };
         let pool = service_kit::db::connect(&config.database, options, &*MIGRATIONS).await?;
 
         let relay_metrics = RelayMetrics::default();
+        let consumer_metrics = ConsumerMetrics::default();
         let mut registry = Registry::default();
         relay_metrics.register(&mut registry);
+        consumer_metrics.register(&mut registry);
+        let consumer = consumer_queue.map(|(queue, consumer_config)| {
+            Arc::new(
+                Consumer::new(pool.clone(), queue, PaymentEventsHandler, consumer_config)
+                    .with_metrics(consumer_metrics),
+            )
+        });
         let relay = queue_client.map(|(queue, relay_config)| {
             Arc::new(
                 Relay::new(pool.clone(), SqsPublisher::new(queue), relay_config)
@@ -75,6 +96,7 @@ impl Application {
             router,
             pool,
             relay,
+            consumer,
             emf_namespace: config.emf_namespace,
             idempotency_key_ttl: config.idempotency_key_ttl,
         })
@@ -103,6 +125,9 @@ impl Application {
         let relay = self
             .relay
             .map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+        let consumer = self
+            .consumer
+            .map(|consumer| tokio::spawn(consumer.run(shutdown.clone())));
         let emf = self.emf_namespace.map(|namespace| {
             tokio::spawn(outbox::emf::emit_emf(
                 self.pool.clone(),
@@ -124,6 +149,9 @@ impl Application {
         shutdown.cancel();
         if let Some(relay) = relay {
             let _ = relay.await;
+        }
+        if let Some(consumer) = consumer {
+            let _ = consumer.await;
         }
         if let Some(emf) = emf {
             let _ = emf.await;

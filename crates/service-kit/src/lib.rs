@@ -19,4 +19,5 @@ pub mod messaging;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;

@@ -1,7 +1,12 @@
 //! The outbox crate's settings as environment variables: the `RELAY_*`,
-//! `CONSUMER_*` and `SQS_*` names both services read, turned into the crate's
-//! validated configurations. An invalid value stops the process at start with
-//! an error naming the variable.
+//! `CONSUMER_*`, `SQS_QUEUE_*` and `PAYMENT_EVENTS_QUEUE_*` names both services
+//! read, turned into the crate's validated configurations. An invalid value
+//! stops the process at start with an error naming the variable.
+//!
+//! The two queues have the same names in both services: `SQS_QUEUE_*` is the
+//! bookings queue (booking-service's relay publishes to it, payment-service's
+//! consumer reads it), `PAYMENT_EVENTS_QUEUE_*` the payment events queue
+//! (payment-service's relay publishes, booking-service's consumer reads).
 
 use std::time::Duration;
 
@@ -37,35 +42,75 @@ pub struct QueueArgs {
 impl QueueArgs {
     /// The queue, or an error naming `SQS_QUEUE_URL` / `SQS_QUEUE_NAME`.
     pub fn queue(&self) -> Result<QueueRef, MessagingConfigError> {
-        let which = match (&self.sqs_queue_url, &self.sqs_queue_name) {
-            (Some(url), _) => QueueRef::Url(url.clone()),
-            (None, Some(name)) => QueueRef::Name(name.clone()),
-            (None, None) => {
-                return Err(MessagingConfigError {
-                    variable: "SQS_QUEUE_URL".into(),
-                    reason: "no queue configured: set SQS_QUEUE_URL or SQS_QUEUE_NAME".into(),
-                });
-            }
-        };
-        // Validated here so the error names the variable.
-        let variable = match &which {
-            QueueRef::Url(_) => "SQS_QUEUE_URL",
-            QueueRef::Name(_) => "SQS_QUEUE_NAME",
-        };
-        let invalid = match &which {
-            QueueRef::Url(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
-                Some(QueueConfigError::BadUrl(url.clone()))
-            }
-            QueueRef::Name(name) if name.trim().is_empty() => Some(QueueConfigError::EmptyName),
-            _ => None,
-        };
-        match invalid {
-            Some(e) => Err(MessagingConfigError {
-                variable: variable.into(),
-                reason: e.to_string(),
-            }),
-            None => Ok(which),
+        queue_ref(
+            self.sqs_queue_url.as_deref(),
+            self.sqs_queue_name.as_deref(),
+            ("SQS_QUEUE_URL", "SQS_QUEUE_NAME"),
+        )
+    }
+}
+
+/// The payment events queue (`PaymentApproved`, `PaymentDeclined`,
+/// `PaymentRefunded`): payment-service's relay publishes to it, booking-service's
+/// consumer reads it.
+#[derive(Debug, Clone, Args)]
+pub struct PaymentEventsQueueArgs {
+    /// Payment events queue URL (FIFO when it ends in `.fifo`).
+    #[arg(
+        long,
+        env = "PAYMENT_EVENTS_QUEUE_URL",
+        conflicts_with = "payment_events_queue_name"
+    )]
+    pub payment_events_queue_url: Option<String>,
+    /// Payment events queue name, resolved with GetQueueUrl.
+    #[arg(long, env = "PAYMENT_EVENTS_QUEUE_NAME")]
+    pub payment_events_queue_name: Option<String>,
+}
+
+impl PaymentEventsQueueArgs {
+    /// The queue, or an error naming `PAYMENT_EVENTS_QUEUE_URL` / `PAYMENT_EVENTS_QUEUE_NAME`.
+    pub fn queue(&self) -> Result<QueueRef, MessagingConfigError> {
+        queue_ref(
+            self.payment_events_queue_url.as_deref(),
+            self.payment_events_queue_name.as_deref(),
+            ("PAYMENT_EVENTS_QUEUE_URL", "PAYMENT_EVENTS_QUEUE_NAME"),
+        )
+    }
+}
+
+/// A queue by URL or name, validated here so the error names the variable.
+fn queue_ref(
+    url: Option<&str>,
+    name: Option<&str>,
+    (url_variable, name_variable): (&str, &str),
+) -> Result<QueueRef, MessagingConfigError> {
+    let which = match (url, name) {
+        (Some(url), _) => QueueRef::Url(url.to_owned()),
+        (None, Some(name)) => QueueRef::Name(name.to_owned()),
+        (None, None) => {
+            return Err(MessagingConfigError {
+                variable: url_variable.into(),
+                reason: format!("no queue configured: set {url_variable} or {name_variable}"),
+            });
         }
+    };
+    let variable = match &which {
+        QueueRef::Url(_) => url_variable,
+        QueueRef::Name(_) => name_variable,
+    };
+    let invalid = match &which {
+        QueueRef::Url(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+            Some(QueueConfigError::BadUrl(url.clone()))
+        }
+        QueueRef::Name(name) if name.trim().is_empty() => Some(QueueConfigError::EmptyName),
+        _ => None,
+    };
+    match invalid {
+        Some(e) => Err(MessagingConfigError {
+            variable: variable.into(),
+            reason: e.to_string(),
+        }),
+        None => Ok(which),
     }
 }
 

@@ -67,3 +67,99 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The SQS client the services use (`AWS_ENDPOINT_URL_SQS` points it at the
+/// local server).
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    outbox::sqs::client().await
+}
+
+/// A new FIFO queue `{prefix}-{uuid}.fifo` with a FIFO DLQ after `max_receives`
+/// receives and a visibility timeout of `visibility_seconds`; returns (queue, DLQ) URLs.
+pub async fn queue_with_dlq(
+    prefix: &str,
+    max_receives: u32,
+    visibility_seconds: u32,
+) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let client = sqs().await;
+    let id = uuid::Uuid::new_v4().simple();
+    let dlq = outbox::sqs::create_queue(&client, &format!("{prefix}-dlq-{id}.fifo"))
+        .await
+        .expect("the SQS server answers (see scripts/test.sh)");
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("the DLQ's attributes")
+        .attributes
+        .unwrap_or_default()[&QueueAttributeName::QueueArn]
+        .clone();
+    let queue = client
+        .create_queue()
+        .queue_name(format!("{prefix}-{id}.fifo"))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_seconds.to_string(),
+        )
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("the queue is created")
+        .queue_url
+        .expect("a queue URL");
+    (queue, dlq)
+}
+
+/// Sends `body` to a FIFO queue in `group`, with a fresh deduplication id each
+/// time, so a deliberate copy is not dropped by SQS (as after its 5-minute window).
+pub async fn send(queue_url: &str, group: &str, body: &str) {
+    sqs()
+        .await
+        .send_message()
+        .queue_url(queue_url)
+        .message_group_id(group)
+        .message_deduplication_id(uuid::Uuid::new_v4().to_string())
+        .message_body(body)
+        .send()
+        .await
+        .expect("the queue takes the message");
+}
+
+/// Sends `envelope` as a relay would (group: its aggregate), under a fresh
+/// deduplication id.
+pub async fn send_event(queue_url: &str, envelope: &outbox::EventEnvelope) {
+    send(
+        queue_url,
+        &envelope.aggregate_id.to_string(),
+        &serde_json::to_string(envelope).expect("an envelope serialises"),
+    )
+    .await;
+}
+
+/// Messages visible or in flight on a queue.
+pub async fn queue_depth(queue_url: &str) -> i64 {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attributes = sqs()
+        .await
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("the queue's attributes")
+        .attributes
+        .unwrap_or_default();
+    attributes
+        .values()
+        .map(|v| v.parse::<i64>().unwrap_or(0))
+        .sum()
+}

@@ -32,14 +32,17 @@ pub struct AppState {
         title = "booking-service",
         description = "Books flights. Each booking and its FlightBooked event are written in one \
                        PostgreSQL transaction (the transactional outbox); a relay publishes the \
-                       events to Amazon SQS, where payment-service picks them up. \n\n\
+                       events to Amazon SQS, where payment-service picks them up. Its answers \
+                       (PaymentApproved, PaymentDeclined, PaymentRefunded) come back on a second \
+                       queue and move the booking from PENDING_PAYMENT to CONFIRMED or REJECTED; \
+                       a cancellation (FlightCancelled) has an approved payment refunded. \n\n\
                        Run locally with `scripts/run.sh`: payment-service's Swagger UI is then \
                        [http://127.0.0.1:8081/swagger-ui/index.html](http://127.0.0.1:8081/swagger-ui/index.html); \
                        the project's README.md explains the whole story.",
         license(name = "MIT")
     ),
     tags(
-        (name = "flights", description = "Book and read flights"),
+        (name = "flights", description = "Book, read and cancel flights"),
         (name = "outbox", description = "Watch events waiting to be published, and resume parked ones"),
         (name = "health", description = "Liveness and readiness")
     )
@@ -50,6 +53,7 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(flights::book_flight, flights::list_flights))
         .routes(routes!(flights::get_flight))
+        .routes(routes!(flights::cancel_flight))
         .routes(routes!(outbox::list_outbox))
         .routes(routes!(outbox::retry_event))
         .routes(routes!(service_kit::http::live))

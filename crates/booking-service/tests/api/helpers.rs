@@ -43,6 +43,23 @@ pub async fn spawn_app_with_queue(name: &str, extra: &[&str]) -> TestApp {
     spawn_with(Some(url), extra).await
 }
 
+/// An app with the relay off (its events stay in the outbox, to be read) and its
+/// consumer on a payment events queue of its own, with a DLQ after 3 receives;
+/// returns it with the queue's and the DLQ's URLs.
+pub async fn spawn_consuming_app() -> (TestApp, String, String) {
+    let (queue, dlq) = service_kit::testing::queue_with_dlq("payment-events", 3, 2).await;
+    let app = spawn_with(
+        None,
+        &[
+            &format!("--payment-events-queue-url={queue}"),
+            "--consumer-wait-time=1s",
+            "--consumer-visibility-timeout=2s",
+        ],
+    )
+    .await;
+    (app, queue, dlq)
+}
+
 /// An app on an existing database (several replicas on one database).
 pub async fn spawn_replica(
     database_url: &str,
@@ -68,6 +85,12 @@ async fn start(database_url: String, queue_url: Option<String>, extra: &[&str]) 
     match &queue_url {
         Some(url) => args.push(format!("--sqs-queue-url={url}")),
         None => args.push("--relay-enabled=false".to_owned()),
+    }
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--payment-events-queue"))
+    {
+        args.push("--consumer-enabled=false".to_owned());
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     let config = Config::parse_from(args);
@@ -113,6 +136,22 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// `POST /api/flights/{id}/cancel`.
+    pub async fn cancel(&self, id: Uuid) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/flights/{id}/cancel", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /api/flights/{id}`, which must answer 200.
+    pub async fn flight(&self, id: Uuid) -> Value {
+        let response = self.get(&format!("/api/flights/{id}")).await;
+        assert_eq!(response.status(), 200, "GET /api/flights/{id}");
+        response.json().await.unwrap()
     }
 
     /// (flights, outbox rows)

@@ -4,6 +4,7 @@
 
 mod flights;
 mod helpers;
+mod lifecycle;
 mod outbox_api;
 mod relay;
 mod schema;

@@ -17,6 +17,7 @@ async fn a_booking_made_over_http_is_paid() {
             "--bind-addr=127.0.0.1:0",
             &format!("--database-url={booking_db}"),
             &format!("--sqs-queue-url={queue}"),
+            "--consumer-enabled=false",
         ]),
     )
     .await

@@ -25,6 +25,7 @@ async fn any_name_the_api_accepts_is_relayed_and_paid() {
         format!("--database-url={booking_db}"),
         format!("--sqs-queue-url={queue_url}"),
         "--max-connections=5".to_owned(),
+        "--consumer-enabled=false".to_owned(),
     ]))
     .await
     .expect("booking-service builds");
