@@ -30,6 +30,7 @@ use crate::payments::{self, Payment};
 pub struct AppState {
     pub pool: PgPool,
     pub registry: Arc<Registry>,
+    pub relay_metrics: outbox::metrics::RelayMetrics,
     /// The consumer's status, when it runs in this process.
     pub consumer: Option<Arc<Mutex<ConsumerStatus>>>,
     /// The queue consumed (for the DLQ redrive), when configured.
@@ -42,13 +43,16 @@ pub struct AppState {
     info(
         title = "payment-service",
         description = "Records one payment per booked flight, consuming FlightBooked events from SQS \
-                       idempotently (inbox + payment in one transaction). \n\n\
+                       idempotently (inbox + payment + its PaymentApproved or PaymentDeclined event \
+                       in one transaction), and refunds an approved payment when its booking is \
+                       cancelled (FlightCancelled; PaymentRefunded). Its events go back to \
+                       booking-service on a second queue, through its own outbox and relay. \n\n\
                        Run locally with `scripts/run.sh`: booking-service's Swagger UI is then \
                        [http://127.0.0.1:8080/swagger-ui/index.html](http://127.0.0.1:8080/swagger-ui/index.html); \
                        the project's README.md explains the whole story.",
         license(name = "MIT")
     ),
-    tags((name = "payments", description = "Payments recorded from FlightBooked events"), (name = "health"),
+    tags((name = "payments", description = "Payments recorded from FlightBooked events, refunded on FlightCancelled"), (name = "health"),
          (name = "operator", description = "Operator actions; need `Authorization: Bearer <ADMIN_TOKEN>`")),
     modifiers(&BearerAuth)
 )]
@@ -107,8 +111,12 @@ pub fn router(state: AppState) -> Router {
     service_kit::http::with_common_layers(app)
 }
 
-async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
-    service_kit::http::render_metrics(&registry)
+/// Prometheus metrics; the outbox backlog gauges are read from the table now.
+async fn metrics(State(state): State<AppState>) -> Response {
+    if let Err(e) = state.relay_metrics.refresh(&state.pool).await {
+        tracing::warn!(error = %e, "failed to refresh outbox gauges");
+    }
+    service_kit::http::render_metrics(&state.registry)
 }
 
 fn internal(e: anyhow::Error) -> Response {

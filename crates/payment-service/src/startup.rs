@@ -1,11 +1,12 @@
-//! Wiring: database, consumer, HTTP server, and their shutdown.
+//! Wiring: database, consumer, relay, HTTP server, and their shutdown.
 
 use std::sync::{Arc, LazyLock};
 
 use anyhow::Context;
 use outbox::consumer::Consumer;
-use outbox::metrics::ConsumerMetrics;
-use outbox::sqs::Queue;
+use outbox::metrics::{ConsumerMetrics, RelayMetrics};
+use outbox::relay::Relay;
+use outbox::sqs::{Queue, SqsPublisher};
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -30,6 +31,8 @@ pub struct Application {
     router: axum::Router,
     pool: PgPool,
     consumer: Option<Arc<Consumer<PaymentHandler>>>,
+    relay: Option<Arc<Relay<SqsPublisher>>>,
+    emf_namespace: Option<String>,
 }
 
 impl Application {
@@ -43,11 +46,26 @@ impl Application {
         } else {
             None
         };
+        let relay_queue = if config.relay.relay_enabled {
+            let relay_config = config.relay.config()?;
+            let queue = Queue::new(outbox::sqs::client().await, config.payment_events.queue()?)?;
+            Some((queue, relay_config))
+        } else {
+            None
+        };
         let pool = service_kit::db::connect(&config.database, options, &*MIGRATIONS).await?;
 
         let metrics = ConsumerMetrics::default();
+        let relay_metrics = RelayMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
+        relay_metrics.register(&mut registry);
+        let relay = relay_queue.map(|(queue, relay_config)| {
+            Arc::new(
+                Relay::new(pool.clone(), SqsPublisher::new(queue), relay_config)
+                    .with_metrics(relay_metrics.clone()),
+            )
+        });
         let consumer_queue = queue.as_ref().map(|(queue, _)| queue.clone());
         let consumer = queue.map(|(queue, consumer_config)| {
             let handler = PaymentHandler::new(config.payment_decline_above);
@@ -58,6 +76,7 @@ impl Application {
         let router = api::router(AppState {
             pool: pool.clone(),
             registry: Arc::new(registry),
+            relay_metrics,
             consumer: consumer.as_ref().map(|c| c.status()),
             queue: consumer_queue,
             admin: service_kit::admin::AdminToken::new(config.admin.admin_token.as_ref()),
@@ -70,6 +89,8 @@ impl Application {
             router,
             pool,
             consumer,
+            relay,
+            emf_namespace: config.emf_namespace,
         })
     }
 
@@ -89,6 +110,16 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "payment-service listening");
         let consumer = self.consumer.map(|c| tokio::spawn(c.run(shutdown.clone())));
+        let relay = self.relay.map(|r| tokio::spawn(r.run(shutdown.clone())));
+        let emf = self.emf_namespace.map(|namespace| {
+            tokio::spawn(outbox::emf::emit_emf(
+                self.pool.clone(),
+                namespace,
+                "payment-service".into(),
+                std::time::Duration::from_secs(10),
+                shutdown.clone(),
+            ))
+        });
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
@@ -96,6 +127,12 @@ impl Application {
         shutdown.cancel();
         if let Some(consumer) = consumer {
             let _ = consumer.await;
+        }
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
+        if let Some(emf) = emf {
+            let _ = emf.await;
         }
         self.pool.close().await;
         tracing::info!("payment-service stopped");

@@ -163,3 +163,34 @@ pub async fn queue_depth(queue_url: &str) -> i64 {
         .map(|v| v.parse::<i64>().unwrap_or(0))
         .sum()
 }
+
+/// The database as an older release left it: only `files` of the migrations
+/// directory `dir` applied, in order. `outbox_crate`: they are the outbox
+/// crate's, which keep their history in `outbox._sqlx_migrations`.
+pub async fn migrate_partly(
+    pool: &PgPool,
+    dir: &std::path::Path,
+    files: &[&str],
+    outbox_crate: bool,
+) -> anyhow::Result<()> {
+    let old =
+        std::env::temp_dir().join(format!("old-migrations-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&old).context("Failed to make a directory for the old migrations")?;
+    for file in files {
+        std::fs::copy(dir.join(file), old.join(file))
+            .with_context(|| format!("Failed to copy migration {file}"))?;
+    }
+    let mut migrator = Migrator::new(old.as_path())
+        .await
+        .context("Failed to read the old migrations")?;
+    if outbox_crate {
+        migrator.dangerous_set_table_name("outbox._sqlx_migrations");
+        migrator.create_schema(outbox::schema::SCHEMA);
+    }
+    migrator
+        .run(pool)
+        .await
+        .context("Failed to apply the old migrations")?;
+    std::fs::remove_dir_all(&old).ok();
+    Ok(())
+}

@@ -102,24 +102,27 @@ async fn bookings_made_before_the_lifecycle_wait_for_their_payment() {
     service_kit::db::ensure_database(&options).await.unwrap();
     let pool = PgPoolOptions::new().connect_with(options).await.unwrap();
     // The previous release: the crate's first migration, and booking's first three.
-    outbox_first_migration(&pool).await;
-    let old = tempfile_dir();
-    for name in [
-        "20261122000001_flight_and_outbox.sql",
-        "20261202000001_outbox_lanes.sql",
-        "20261203000001_outbox_moves_to_crate_schema.sql",
-    ] {
-        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../migrations/booking")
-            .join(name);
-        std::fs::copy(from, old.join(name)).unwrap();
-    }
-    Migrator::new(old.as_path())
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    service_kit::testing::migrate_partly(
+        &pool,
+        &root.join("crates/outbox/migrations"),
+        &["20261203000001_outbox_schema.sql"],
+        true,
+    )
+    .await
+    .unwrap();
+    service_kit::testing::migrate_partly(
+        &pool,
+        &root.join("migrations/booking"),
+        &[
+            "20261122000001_flight_and_outbox.sql",
+            "20261202000001_outbox_lanes.sql",
+            "20261203000001_outbox_moves_to_crate_schema.sql",
+        ],
+        false,
+    )
+    .await
+    .unwrap();
     let id = Uuid::now_v7();
     sqlx::query(
         "insert into flight (id, departure_airport, arrival_airport, departure_at, arrival_at, fare_amount, fare_currency, created_at)
@@ -149,21 +152,4 @@ async fn bookings_made_before_the_lifecycle_wait_for_their_payment() {
     assert_eq!(status, "PENDING_PAYMENT");
     assert_eq!(changed_at, created_at);
     pool.close().await;
-}
-
-/// The outbox crate's schema as its first release created it.
-async fn outbox_first_migration(pool: &sqlx::PgPool) {
-    let dir = tempfile_dir();
-    let name = "20261203000001_outbox_schema.sql";
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../outbox/migrations")
-            .join(name),
-        dir.join(name),
-    )
-    .unwrap();
-    let mut migrator = Migrator::new(dir.as_path()).await.unwrap();
-    migrator.dangerous_set_table_name("outbox._sqlx_migrations");
-    migrator.create_schema("outbox");
-    migrator.run(pool).await.unwrap();
 }

@@ -31,6 +31,12 @@ pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> T
         format!("--sqs-queue-url={queue_url}"),
         "--max-connections=5".to_owned(),
     ];
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--payment-events-queue"))
+    {
+        args.push("--relay-enabled=false".to_owned());
+    }
     if !extra.iter().any(|a| a.starts_with("--consumer-wait-time")) {
         // Short polls keep shutdown quick in tests.
         args.push("--consumer-wait-time=1s".to_owned());
@@ -152,6 +158,36 @@ pub fn flight_booked(amount: i64) -> EventEnvelope {
         traceparent: None,
         payload: serde_json::to_value(event).unwrap(),
     }
+}
+
+/// The FlightCancelled envelope booking-service would send for `flight_id`,
+/// its booking's second event.
+pub fn flight_cancelled(flight_id: Uuid) -> EventEnvelope {
+    let event = contracts::FlightCancelledV1 {
+        flight_id,
+        cancelled_at: Utc::now(),
+    };
+    EventEnvelope {
+        event_id: Uuid::now_v7(),
+        event_type: "FlightCancelled".into(),
+        event_version: 1,
+        aggregate_type: "flight".into(),
+        aggregate_id: flight_id,
+        sequence: Some(2),
+        occurred_at: Utc::now(),
+        traceparent: None,
+        payload: serde_json::to_value(event).unwrap(),
+    }
+}
+
+/// (event type, sequence, envelope) of every event in the payment outbox, in order.
+pub async fn announced(app: &TestApp) -> Vec<(String, i64, Value)> {
+    sqlx::query_as(
+        "select event_type, (envelope->>'sequence')::int8, envelope from outbox.event order by seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
 }
 
 /// Sends `body` to a FIFO queue in `group`; a fresh deduplication id each time,

@@ -6,3 +6,5 @@ mod end_to_end;
 mod faults;
 mod groups;
 mod helpers;
+mod lifecycle;
+mod schema;
