@@ -48,7 +48,13 @@ impl Application {
             // errors name the variable.
             let relay_config = config.relay.config()?;
             let client = outbox::sqs::client().await;
-            Some((Queue::new(client, config.queue.queue()?)?, relay_config))
+            let queue = config.queue.queue().map_err(|e| {
+                e.needed_by(
+                    "the relay (it publishes FlightBooked and FlightCancelled there)",
+                    "RELAY_ENABLED",
+                )
+            })?;
+            Some((Queue::new(client, queue)?, relay_config))
         } else {
             None
         };
@@ -56,7 +62,15 @@ impl Application {
             let consumer_config = config.consumer.config()?;
             let client = outbox::sqs::client().await;
             Some((
-                Queue::new(client, config.payment_events.queue()?)?,
+                Queue::new(
+                    client,
+                    config.payment_events.queue().map_err(|e| {
+                        e.needed_by(
+                            "the consumer (it reads the payment events there)",
+                            "CONSUMER_ENABLED",
+                        )
+                    })?,
+                )?,
                 consumer_config,
             ))
         } else {

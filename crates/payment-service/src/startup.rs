@@ -41,14 +41,26 @@ impl Application {
         let queue = if config.consumer.consumer_enabled {
             // Validated before touching the database; errors name the variable.
             let consumer_config = config.consumer.config()?;
-            let queue = Queue::new(outbox::sqs::client().await, config.queue.queue()?)?;
+            let queue = config.queue.queue().map_err(|e| {
+                e.needed_by(
+                    "the consumer (it reads FlightBooked and FlightCancelled there)",
+                    "CONSUMER_ENABLED",
+                )
+            })?;
+            let queue = Queue::new(outbox::sqs::client().await, queue)?;
             Some((queue, consumer_config))
         } else {
             None
         };
         let relay_queue = if config.relay.relay_enabled {
             let relay_config = config.relay.config()?;
-            let queue = Queue::new(outbox::sqs::client().await, config.payment_events.queue()?)?;
+            let queue = config.payment_events.queue().map_err(|e| {
+                e.needed_by(
+                    "the relay (it publishes the payment events there)",
+                    "RELAY_ENABLED",
+                )
+            })?;
+            let queue = Queue::new(outbox::sqs::client().await, queue)?;
             Some((queue, relay_config))
         } else {
             None

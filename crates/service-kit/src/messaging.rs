@@ -27,6 +27,17 @@ pub struct MessagingConfigError {
     pub reason: String,
 }
 
+impl MessagingConfigError {
+    /// The same error, naming the part of the service that needs the setting
+    /// and the switch that turns that part off: what an operator can do about it.
+    pub fn needed_by(self, part: &str, switch: &str) -> Self {
+        Self {
+            reason: format!("{} ({part} needs it; or set {switch}=false)", self.reason),
+            ..self
+        }
+    }
+}
+
 /// Which queue to use.
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
@@ -266,5 +277,53 @@ mod tests {
             .relay
             .config();
         assert_eq!(retention.unwrap_err().variable, "OUTBOX_RETENTION");
+    }
+
+    #[derive(Parser)]
+    struct Queues {
+        #[command(flatten)]
+        bookings: QueueArgs,
+        #[command(flatten)]
+        payment_events: PaymentEventsQueueArgs,
+    }
+
+    #[test]
+    fn each_queue_is_named_by_its_own_variables() {
+        let none = Queues::parse_from(["test"]);
+        let missing = none
+            .payment_events
+            .queue()
+            .unwrap_err()
+            .needed_by("the consumer", "CONSUMER_ENABLED");
+        assert_eq!(missing.variable, "PAYMENT_EVENTS_QUEUE_URL");
+        assert_eq!(
+            missing.to_string(),
+            "PAYMENT_EVENTS_QUEUE_URL: no queue configured: set PAYMENT_EVENTS_QUEUE_URL or PAYMENT_EVENTS_QUEUE_NAME (the consumer needs it; or set CONSUMER_ENABLED=false)"
+        );
+        assert_eq!(none.bookings.queue().unwrap_err().variable, "SQS_QUEUE_URL");
+
+        let both = Queues::parse_from([
+            "test",
+            "--sqs-queue-name=bookings.fifo",
+            "--payment-events-queue-url=http://sqs.local/1/payment-events.fifo",
+        ]);
+        assert_eq!(
+            both.bookings.queue().unwrap(),
+            QueueRef::Name("bookings.fifo".into())
+        );
+        assert_eq!(
+            both.payment_events.queue().unwrap(),
+            QueueRef::Url("http://sqs.local/1/payment-events.fifo".into())
+        );
+        let bad = Queues::parse_from(["test", "--payment-events-queue-url=payment-events.fifo"]);
+        assert_eq!(
+            bad.payment_events.queue().unwrap_err().variable,
+            "PAYMENT_EVENTS_QUEUE_URL"
+        );
+        let blank = Queues::parse_from(["test", "--payment-events-queue-name= "]);
+        assert_eq!(
+            blank.payment_events.queue().unwrap_err().variable,
+            "PAYMENT_EVENTS_QUEUE_NAME"
+        );
     }
 }

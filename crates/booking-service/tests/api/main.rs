@@ -8,4 +8,5 @@ mod lifecycle;
 mod outbox_api;
 mod relay;
 mod schema;
+mod settings;
 mod validation;

@@ -8,3 +8,4 @@ mod groups;
 mod helpers;
 mod lifecycle;
 mod schema;
+mod settings;
