@@ -426,7 +426,7 @@ pub async fn purge_idempotency_keys(
     pool: &PgPool,
     ttl: std::time::Duration,
     batch: i64,
-) -> anyhow::Result<u64> {
+) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         r#"delete from idempotency_key where key in (
                select key from idempotency_key
@@ -437,7 +437,6 @@ pub async fn purge_idempotency_keys(
         batch,
     )
     .execute(pool)
-    .await
-    .context("Failed to delete old idempotency keys")?;
+    .await?;
     Ok(done.rows_affected())
 }

@@ -3,8 +3,8 @@
 //! that learns each booking's payment from payment-service.
 //!
 //! - [`config`]: every setting, from environment variables (`--help` lists them).
-//! - [`startup`]: [`startup::Application`] wires the pool, the API and the relay;
-//!   tests build one on port 0.
+//! - [`startup`]: [`startup::build`] says what runs (the API, the relay, the
+//!   consumer, retention); tests build one on port 0.
 //! - [`domain`]: a booking request and its validation, independent of HTTP.
 //! - [`flights`]: the SQL of flights, their lifecycle and idempotency keys.
 //! - [`payment_events`]: the consumer's handler: payment events applied to bookings.

@@ -1,5 +1,4 @@
 use booking_service::config::Config;
-use booking_service::startup::Application;
 use clap::Parser;
 
 #[tokio::main]
@@ -8,7 +7,7 @@ async fn main() -> std::process::ExitCode {
     service_kit::telemetry::init(config.log.log_format);
     let shutdown = service_kit::shutdown::on_signal();
     let result = async {
-        let app = Application::build(config).await?;
+        let app = booking_service::startup::build(config).await?;
         app.run(shutdown).await
     }
     .await;

@@ -5,7 +5,8 @@
 //! second queue for booking-service.
 //!
 //! - [`config`]: settings from environment variables (`--help` lists them).
-//! - [`startup`]: [`startup::Application`] wires the pool, the consumer, the relay and the API.
+//! - [`startup`]: [`startup::build`] says what runs (the API, the consumer, the
+//!   relay); tests build one on port 0.
 //! - [`handler`]: one message → one transaction: inbox record + payment or
 //!   refund + its event.
 //! - [`payments`]: the payment rule, the lifecycle and the SQL of payments.

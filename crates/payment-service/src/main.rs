@@ -1,6 +1,5 @@
 use clap::Parser;
 use payment_service::config::Config;
-use payment_service::startup::Application;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -8,7 +7,7 @@ async fn main() -> std::process::ExitCode {
     service_kit::telemetry::init(config.log.log_format);
     let shutdown = service_kit::shutdown::on_signal();
     let result = async {
-        let app = Application::build(config).await?;
+        let app = payment_service::startup::build(config).await?;
         app.run(shutdown).await
     }
     .await;

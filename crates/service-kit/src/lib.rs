@@ -1,5 +1,7 @@
 //! What every service in this workspace shares, so neither service carries a copy.
 //!
+//! - [`app`]: running a service: the HTTP API and its background parts (relay,
+//!   consumer, retention loops) under one shutdown story.
 //! - [`config`]: the database and logging settings both services read from the
 //!   environment (`DATABASE_URL` or the `PG*` parts ECS injects from Secrets Manager).
 //! - [`db`]: connecting, creating the service's database when missing, migrating.
@@ -10,8 +12,11 @@
 //! - [`admin`]: operator actions behind a bearer token (`ADMIN_TOKEN`).
 //! - [`http`]: the middleware stack (request ids, tracing spans, panics) and the
 //!   health and metrics endpoints.
+//! - [`messaging`]: the `RELAY_*`, `CONSUMER_*` and queue settings.
+//! - `testing` (feature `testing`): the services' test harness.
 
 pub mod admin;
+pub mod app;
 pub mod config;
 pub mod db;
 pub mod http;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Args;
 use outbox::consumer::{ConsumerConfig, ConsumerConfigError};
 use outbox::relay::{RelayConfig, RelayConfigError};
-use outbox::sqs::{QueueConfigError, QueueRef};
+use outbox::sqs::{Queue, QueueConfigError, QueueRef};
 
 use crate::config::parse_duration;
 
@@ -125,6 +125,19 @@ fn queue_ref(
     }
 }
 
+/// The queue on the SDK's default client (the task role in AWS;
+/// `AWS_ENDPOINT_URL_SQS` for a local server).
+async fn sqs_queue(queue: QueueRef) -> Result<Queue, MessagingConfigError> {
+    let variable = match &queue {
+        QueueRef::Url(_) => "the queue URL",
+        QueueRef::Name(_) => "the queue name",
+    };
+    Queue::new(outbox::sqs::client().await, queue).map_err(|e| MessagingConfigError {
+        variable: variable.into(),
+        reason: e.to_string(),
+    })
+}
+
 /// The relay's settings (`RELAY_*`, `OUTBOX_RETENTION`).
 #[derive(Debug, Clone, Args)]
 pub struct RelayArgs {
@@ -172,6 +185,27 @@ pub struct RelayArgs {
 }
 
 impl RelayArgs {
+    /// When the relay is switched on: its settings and `queue`, the queue it
+    /// publishes `what` to, validated before anything is connected. A missing
+    /// queue is refused naming its variable and `RELAY_ENABLED`.
+    pub async fn part(
+        &self,
+        queue: Result<QueueRef, MessagingConfigError>,
+        what: &str,
+    ) -> Result<Option<(Queue, RelayConfig)>, MessagingConfigError> {
+        if !self.relay_enabled {
+            return Ok(None);
+        }
+        let config = self.config()?;
+        let queue = queue.map_err(|e| {
+            e.needed_by(
+                &format!("the relay (it publishes {what} there)"),
+                "RELAY_ENABLED",
+            )
+        })?;
+        Ok(Some((sqs_queue(queue).await?, config)))
+    }
+
     /// The validated relay configuration, or an error naming the variable.
     pub fn config(&self) -> Result<RelayConfig, MessagingConfigError> {
         RelayConfig::builder()
@@ -227,6 +261,27 @@ pub struct ConsumerArgs {
 }
 
 impl ConsumerArgs {
+    /// When the consumer is switched on: its settings and `queue`, the queue
+    /// it reads `what` from, validated before anything is connected. A missing
+    /// queue is refused naming its variable and `CONSUMER_ENABLED`.
+    pub async fn part(
+        &self,
+        queue: Result<QueueRef, MessagingConfigError>,
+        what: &str,
+    ) -> Result<Option<(Queue, ConsumerConfig)>, MessagingConfigError> {
+        if !self.consumer_enabled {
+            return Ok(None);
+        }
+        let config = self.config()?;
+        let queue = queue.map_err(|e| {
+            e.needed_by(
+                &format!("the consumer (it reads {what} there)"),
+                "CONSUMER_ENABLED",
+            )
+        })?;
+        Ok(Some((sqs_queue(queue).await?, config)))
+    }
+
     /// The validated consumer configuration, or an error naming the variable.
     pub fn config(&self) -> Result<ConsumerConfig, MessagingConfigError> {
         ConsumerConfig::builder()

@@ -1,12 +1,90 @@
-//! Helpers for the services' integration tests and benchmarks (never used at
-//! run time): a fresh database per test, and waiting for a condition with a
-//! deadline instead of sleeping and hoping.
+//! The services' test harness (feature `testing`, for tests and benchmarks;
+//! never used at run time): a service running inside the test
+//! ([`TestApp`]), a fresh database per test, queues of its own, and waiting for
+//! a condition with a deadline instead of sleeping and hoping.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+
+/// A service running inside the test (its [`App::run`] in a task), on the port
+/// it bound (tests bind port 0). [`TestApp::stop`] stops it as SIGTERM would
+/// and waits for it; dropping it only cancels it.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// The service's own pool.
+    pub pool: PgPool,
+    /// Its database (several replicas can share it).
+    pub database_url: String,
+    /// The queue its relay publishes to, when the test made one for it.
+    pub queue_url: Option<String>,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Runs `app` (built on `database_url`) until stopped.
+    pub fn spawn(app: App, database_url: String, queue_url: Option<String>) -> Self {
+        crate::telemetry::init_for_tests();
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let pool = app.pool().clone();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(app.run(shutdown.clone()));
+        Self {
+            address,
+            pool,
+            database_url,
+            queue_url,
+            client: reqwest::Client::new(),
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    /// `GET {address}{path}`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("the service answers")
+    }
+
+    /// `POST {address}{path}`, with `body` as JSON when given.
+    pub async fn post(&self, path: &str, body: Option<&serde_json::Value>) -> reqwest::Response {
+        let request = self.client.post(format!("{}{path}", self.address));
+        let request = match body {
+            Some(body) => request.json(body),
+            None => request,
+        };
+        request.send().await.expect("the service answers")
+    }
+
+    /// Stops the service as SIGTERM would (requests and batches in flight
+    /// finish), and waits for it; panics if it failed.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle
+                .await
+                .expect("the service did not panic")
+                .expect("the service stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
 
 /// The PostgreSQL server the tests use, without a database name
 /// (`TEST_DATABASE_URL`, default the local server with trust auth).

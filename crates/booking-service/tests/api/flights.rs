@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{assert_problem, sample_body, spawn_app};
+use crate::helpers::{Bookings, assert_problem, sample_body, spawn_app};
 
 #[tokio::test]
 async fn booking_the_aws_sample_body_writes_the_flight_and_its_event() {

@@ -7,23 +7,16 @@ use clap::Parser;
 use contracts::{FlightBookedV1, Money};
 use outbox::envelope::EventEnvelope;
 use payment_service::config::Config;
-use payment_service::startup::Application;
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub struct TestApp {
-    pub address: String,
-    pub pool: PgPool,
-    pub client: reqwest::Client,
-    shutdown: CancellationToken,
-    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
+pub use service_kit::testing::{TestApp, queue_depth, send, send_event, sqs};
 
-/// A payment-service consuming `queue_url`, on `database_url`.
-pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> TestApp {
-    service_kit::telemetry::init_for_tests();
+/// payment-service's arguments for a test: port 0, `database_url`, the consumer
+/// on `queue_url` (1 s polls keep shutdown quick), the relay off unless `extra`
+/// names a payment events queue; then `extra`.
+pub fn payment_args(database_url: &str, queue_url: &str, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "payment-service".to_owned(),
         "--bind-addr=127.0.0.1:0".to_owned(),
@@ -38,97 +31,32 @@ pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> T
         args.push("--relay-enabled=false".to_owned());
     }
     if !extra.iter().any(|a| a.starts_with("--consumer-wait-time")) {
-        // Short polls keep shutdown quick in tests.
         args.push("--consumer-wait-time=1s".to_owned());
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    let app = Application::build(Config::parse_from(args))
+    args
+}
+
+/// A payment-service consuming `queue_url`, on `database_url`.
+pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> TestApp {
+    let config = Config::parse_from(payment_args(database_url, queue_url, extra));
+    let app = payment_service::startup::build(config)
         .await
         .expect("the application builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let pool = app.pool().clone();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run(shutdown.clone()));
-    TestApp {
-        address,
-        pool,
-        client: reqwest::Client::new(),
-        shutdown,
-        handle: Some(handle),
-    }
+    TestApp::spawn(app, database_url.to_owned(), None)
 }
 
-impl TestApp {
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn payments(&self) -> i64 {
-        sqlx::query_scalar("select count(*) from payment")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
-    }
-
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(handle) = self.handle.take() {
-            handle.await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-pub async fn sqs() -> aws_sdk_sqs::Client {
-    outbox::sqs::client().await
+/// Payments recorded.
+pub async fn payments(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from payment")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
 
 /// A FIFO queue with a FIFO DLQ after `max_receives` receives; returns (queue, dlq) URLs.
 pub async fn queue_with_dlq(max_receives: u32, visibility_seconds: u32) -> (String, String) {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let client = sqs().await;
-    let id = Uuid::new_v4().simple();
-    let dlq = outbox::sqs::create_queue(&client, &format!("pay-dlq-{id}.fifo"))
-        .await
-        .unwrap();
-    let dlq_arn = client
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let queue = client
-        .create_queue()
-        .queue_name(format!("pay-{id}.fifo"))
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            visibility_seconds.to_string(),
-        )
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    (queue, dlq)
+    service_kit::testing::queue_with_dlq("pay", max_receives, visibility_seconds).await
 }
 
 /// A FlightBooked envelope for a new flight, as the relay would send it.
@@ -188,50 +116,6 @@ pub async fn announced(app: &TestApp) -> Vec<(String, i64, Value)> {
     .fetch_all(&app.pool)
     .await
     .unwrap()
-}
-
-/// Sends `body` to a FIFO queue in `group`; a fresh deduplication id each time,
-/// so a deliberate re-send is not dropped by SQS (as after the 5-minute window).
-pub async fn send(queue_url: &str, group: &str, body: &str) {
-    sqs()
-        .await
-        .send_message()
-        .queue_url(queue_url)
-        .message_group_id(group)
-        .message_deduplication_id(Uuid::new_v4().to_string())
-        .message_body(body)
-        .send()
-        .await
-        .unwrap();
-}
-
-pub async fn send_event(queue_url: &str, envelope: &EventEnvelope) {
-    send(
-        queue_url,
-        &envelope.aggregate_id.to_string(),
-        &serde_json::to_string(envelope).unwrap(),
-    )
-    .await;
-}
-
-/// Messages visible or in flight on a queue.
-pub async fn queue_depth(queue_url: &str) -> i64 {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let attributes = sqs()
-        .await
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap_or_default();
-    attributes
-        .values()
-        .map(|v| v.parse::<i64>().unwrap_or(0))
-        .sum()
 }
 
 pub async fn payment_of(app: &TestApp, flight_id: Uuid) -> Option<Value> {

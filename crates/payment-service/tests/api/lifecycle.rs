@@ -169,7 +169,7 @@ async fn a_cancel_delivered_before_its_booking_is_dead_lettered_and_applied_afte
         metrics.contains(r#"consumer_failed_total{reason="out_of_sequence"} 1"#),
         "{metrics}"
     );
-    assert_eq!(app.payments().await, 0, "nothing applied");
+    assert_eq!(payments(&app).await, 0, "nothing applied");
     assert!(announced(&app).await.is_empty(), "nothing announced");
 
     send_event(&queue, &booking).await;

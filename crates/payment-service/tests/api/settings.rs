@@ -3,9 +3,8 @@
 
 use clap::Parser;
 use payment_service::config::Config;
-use payment_service::startup::Application;
 
-/// The error `Application::build` stops with, as `main` logs it.
+/// The error `startup::build` stops with, as `main` logs it.
 async fn refusal(args: &[&str]) -> String {
     // No database answers here: the settings must be refused before it is tried.
     let mut all = vec![
@@ -14,7 +13,7 @@ async fn refusal(args: &[&str]) -> String {
         "--database-url=postgres://postgres@127.0.0.1:1/payment",
     ];
     all.extend_from_slice(args);
-    match Application::build(Config::parse_from(all)).await {
+    match payment_service::startup::build(Config::parse_from(all)).await {
         Ok(_) => panic!("{args:?}: started"),
         Err(e) => format!("{e:#}"),
     }
@@ -52,7 +51,7 @@ async fn a_part_switched_on_without_its_queue_refuses_to_start_naming_the_settin
 #[tokio::test]
 async fn with_both_parts_switched_off_no_queue_is_needed() {
     let database_url = service_kit::testing::new_database_url("t");
-    let app = Application::build(Config::parse_from([
+    let app = payment_service::startup::build(Config::parse_from([
         "payment-service",
         "--bind-addr=127.0.0.1:0",
         &format!("--database-url={database_url}"),
