@@ -64,16 +64,18 @@ async fn spawn_with(queue_url: Option<String>, extra: &[&str]) -> TestApp {
     start(database_url, queue_url, extra).await
 }
 
-/// booking-service's arguments for a test: port 0, `database_url`, the relay on
-/// `queue_url` (off without one), the consumer off unless `extra` names a
-/// payment events queue; then `extra`.
+/// booking-service's arguments for a test: port 0, `database_url`, 5
+/// connections, the relay on `queue_url` (off without one), the consumer off
+/// unless `extra` names a payment events queue; then `extra`.
 pub fn booking_args(database_url: &str, queue_url: Option<&str>, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "booking-service".to_owned(),
         "--bind-addr=127.0.0.1:0".to_owned(),
         format!("--database-url={database_url}"),
-        "--max-connections=5".to_owned(),
     ];
+    if !extra.iter().any(|a| a.starts_with("--max-connections")) {
+        args.push("--max-connections=5".to_owned());
+    }
     match queue_url {
         Some(url) => args.push(format!("--sqs-queue-url={url}")),
         None => args.push("--relay-enabled=false".to_owned()),

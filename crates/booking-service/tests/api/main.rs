@@ -7,6 +7,7 @@ mod helpers;
 mod lifecycle;
 mod outbox_api;
 mod relay;
+mod saga;
 mod schema;
 mod settings;
 mod validation;
