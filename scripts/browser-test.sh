@@ -2,11 +2,13 @@
 # The browser test: drives booking-service's Swagger UI in Debian's Chromium
 # (scripts/browser-test/swagger.test.mjs, node's built-in test runner) against
 # the whole system, started here with scripts/run.sh in the background on ports
-# of its own, with a queue of its own and a throwaway PostgreSQL cluster of its
+# of its own, with queues of its own and a throwaway PostgreSQL cluster of its
 # own, and stopped afterwards. Installs Chromium (apt) and playwright-core
-# (npm ci, pinned by the committed lockfile) when missing. Screenshots:
-# .local/artifacts/swagger-post-flights.png, swagger-get-outbox.png and
-# swagger-get-flights.png (after "Authorize" with the system's ADMIN_TOKEN).
+# (npm ci, pinned by the committed lockfile) when missing. Screenshots in
+# .local/artifacts/: swagger-post-flights.png (201, PENDING_PAYMENT),
+# swagger-get-flight-confirmed.png (the status change to CONFIRMED),
+# swagger-post-cancel.png (CANCELLED), swagger-get-flights.png (after "Authorize"
+# with the system's ADMIN_TOKEN) and swagger-get-outbox.png.
 #
 # Settings (environment): BROWSER_BOOKING_PORT (28080), BROWSER_PAYMENT_PORT
 # (28081), BROWSER_PG_PORT (a free port; 5432 uses the shared server instead),

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The chaos suite: the whole system (release builds) under a steady booking load
 # with client retries (same Idempotency-Key), one fault at a time, and after
-# each the promise checked: every booking that got a 201 is paid exactly once,
-# the outbox is empty, the DLQ holds only the poison we sent, and no ERROR was
-# logged that the fault does not explain. Prints a table; exits 1 on any loss,
+# each the promise checked: every booking that got a 201 is paid exactly once
+# and learns it (CONFIRMED), both outboxes are empty, the bookings DLQ holds only
+# the poison we sent and the payment events DLQ nothing, and no ERROR was logged
+# that the fault does not explain. Prints a table; exits 1 on any loss,
 # duplicate or unexplained ERROR.
 #
 #   scripts/chaos.sh           # short: 150 bookings per fault, ~3 minutes (run by scripts/test.sh)
@@ -38,6 +39,7 @@ unset AWS_ENDPOINT_URL_SQS
 PG_PORT="$(free_port)" SQS_PORT="$(free_port)"
 BOOKING_PORT="$(free_port)" PAYMENT_PORT="$(free_port)"
 QUEUE="chaos-$$-$RANDOM.fifo" DLQ="chaos-$$-$RANDOM-dlq.fifo"
+EVENTS="chaos-$$-$RANDOM-payment-events.fifo" EVENTS_DLQ="chaos-$$-$RANDOM-payment-events-dlq.fifo"
 
 log "building the services ($PROFILE)"
 if [ "$PROFILE" = release ]; then
@@ -52,17 +54,20 @@ ensure_sqs
 [ -n "${SQS_PID:-}" ] || die "expected a local SQS server of our own on port $SQS_PORT"
 QUEUE_URL="$(create_queues "$QUEUE" "$DLQ" "$MAX_RECEIVES" "$VISIBILITY")" || die "could not create the queues"
 DLQ_URL="$(sqs_call GetQueueUrl "{\"QueueName\":\"$DLQ\"}" | json_field QueueUrl)"
+EVENTS_URL="$(create_queues "$EVENTS" "$EVENTS_DLQ" "$MAX_RECEIVES" "$VISIBILITY")" || die "could not create the payment events queues"
+EVENTS_DLQ_URL="$(sqs_call GetQueueUrl "{\"QueueName\":\"$EVENTS_DLQ\"}" | json_field QueueUrl)"
 log "queue $QUEUE, DLQ after $MAX_RECEIVES receives of ${VISIBILITY}s: redrive threshold $((MAX_RECEIVES * VISIBILITY)) s"
 
 BOOKING_PID="" PAYMENT_PID=""
 start_booking() {
   BIND_ADDR="127.0.0.1:$BOOKING_PORT" DATABASE_URL="$PG_SERVER_URL/booking" SQS_QUEUE_URL="$QUEUE_URL" \
+    PAYMENT_EVENTS_QUEUE_URL="$EVENTS_URL" CONSUMER_VISIBILITY_TIMEOUT="${VISIBILITY}s" CONSUMER_WAIT_TIME=2s \
     LOG_FORMAT=json RUST_LOG=info "$BIN/booking-service" >>"$DIR/booking.log" 2>&1 &
   BOOKING_PID=$!
 }
 start_payment() {
   BIND_ADDR="127.0.0.1:$PAYMENT_PORT" DATABASE_URL="$PG_SERVER_URL/payment" SQS_QUEUE_URL="$QUEUE_URL" \
-    CONSUMER_VISIBILITY_TIMEOUT="${VISIBILITY}s" CONSUMER_WAIT_TIME=2s \
+    PAYMENT_EVENTS_QUEUE_URL="$EVENTS_URL" CONSUMER_VISIBILITY_TIMEOUT="${VISIBILITY}s" CONSUMER_WAIT_TIME=2s \
     LOG_FORMAT=json RUST_LOG=info "$BIN/payment-service" >>"$DIR/payment.log" 2>&1 &
   PAYMENT_PID=$!
 }
@@ -130,8 +135,8 @@ explained() {
   esac
 }
 
-dlq_bodies() {
-  python3 - "$AWS_ENDPOINT_URL_SQS" "$DLQ_URL" <<'PY'
+dlq_bodies() { # dlq_bodies URL: empties that DLQ, one line per message: poison or VALID <body>
+  python3 - "$AWS_ENDPOINT_URL_SQS" "$1" <<'PY'
 import json, sys, urllib.request
 endpoint, url = sys.argv[1], sys.argv[2]
 def call(action, body):
@@ -168,17 +173,22 @@ phase() {
   "$fault"
   wait "$load"; local load_rc=$?
   local healed; healed=$(date +%s)
-  # Drained: every booked flight paid and nothing left in the outbox.
-  local paid=0 left=1 booked deadline=$(($(date +%s) + DRAIN_TIMEOUT))
+  # Drained: every booked flight paid and CONFIRMED, nothing left in either outbox.
+  local paid=0 confirmed=0 left=1 booked deadline=$(($(date +%s) + DRAIN_TIMEOUT))
   booked=$(sort -u "$IDS" | wc -l)
-  while :; do
-    paid=$(sort -u "$IDS" | python3 -c '
+  among_ids() { # among_ids DATABASE SQL: how many of the phase's ids the query returns
+    sort -u "$IDS" | python3 -c '
 import sys, subprocess
 ids = [l.strip() for l in sys.stdin if l.strip()]
-out = subprocess.run(["psql", "-X", "-qAt", sys.argv[1], "-c", "select flight_id from payment"], capture_output=True, text=True).stdout.split()
-print(len(set(ids) & set(out)))' "$PG_SERVER_URL/payment" 2>/dev/null || echo 0)
-    left=$(q booking "select count(*) from outbox.event where published_at is null" 2>/dev/null || echo 1)
-    [ "$paid" = "$booked" ] && [ "$left" = 0 ] && break
+out = subprocess.run(["psql", "-X", "-qAt", sys.argv[1], "-c", sys.argv[2]], capture_output=True, text=True).stdout.split()
+print(len(set(ids) & set(out)))' "$PG_SERVER_URL/$1" "$2" 2>/dev/null || echo 0
+  }
+  while :; do
+    paid=$(among_ids payment "select flight_id from payment")
+    confirmed=$(among_ids booking "select id from flight where status = 'CONFIRMED'")
+    left=$(( $(q booking "select count(*) from outbox.event where published_at is null" 2>/dev/null || echo 1) \
+      + $(q payment "select count(*) from outbox.event where published_at is null" 2>/dev/null || echo 1) ))
+    [ "$paid" = "$booked" ] && [ "$confirmed" = "$booked" ] && [ "$left" = 0 ] && break
     [ "$(date +%s)" -lt "$deadline" ] || break
     sleep 1
   done
@@ -198,15 +208,16 @@ print(f"{statistics.median(seconds):.1f}/{seconds[-1]:.1f}s" if seconds else "-"
   duplicates=$(( flights_after - flights_before - booked ))
   [ "$(q payment "select count(*) - count(distinct flight_id) from payment")" = 0 ] || duplicates=$((duplicates + 1))
   lost=$((booked - paid))
-  local dlq; dlq="$(dlq_bodies)"
+  local dlq; dlq="$(dlq_bodies "$DLQ_URL"; dlq_bodies "$EVENTS_DLQ_URL")"
   dlq_poison=$(grep -c '^poison' <<<"$dlq"); dlq_valid=$(grep -c '^VALID' <<<"$dlq")
   errors=$( { tail -c +"$((booking_mark + 1))" "$DIR/booking.log"; tail -c +"$((payment_mark + 1))" "$DIR/payment.log"; } \
     | grep '"level":"ERROR"' | grep -Ev "$(explained "$fault")" | tee "$DIR/$slug.errors" | wc -l)
   local verdict=ok
-  if [ "$load_rc" != 0 ] || [ "$lost" != 0 ] || [ "$duplicates" != 0 ] || [ "$left" != 0 ] \
+  if [ "$load_rc" != 0 ] || [ "$lost" != 0 ] || [ "$duplicates" != 0 ] || [ "$left" != 0 ] || [ "$confirmed" != "$booked" ] \
      || [ "$dlq_valid" != 0 ] || [ "$dlq_poison" != "$POISON" ] || [ "$errors" != 0 ]; then
     verdict=FAILED; FAILED=1
     [ "$load_rc" != 0 ] && log "  load generator: $(head -n 3 "$DIR/$slug.load.err" | tr '\n' ' ')"
+    [ "$confirmed" != "$booked" ] && log "  $((booked - confirmed)) booking(s) not CONFIRMED"
     [ "$errors" != 0 ] && log "  unexplained ERROR lines: $DIR/$slug.errors"
     [ "$dlq_valid" != 0 ] && log "  valid messages in the DLQ: $(grep '^VALID' <<<"$dlq" | head -n 3)"
   fi
@@ -227,7 +238,7 @@ printf '%-44s %8s %6s %10s %5s %6s %5s %7s %14s\n' "" "(201s)" "" "" "" "left" "
 printf '%s\n' "${ROWS[@]}"
 echo
 if [ "$FAILED" = 0 ]; then
-  echo "chaos ($MODE): every booking paid exactly once under every fault"
+  echo "chaos ($MODE): every booking paid exactly once and CONFIRMED under every fault"
 else
   echo "chaos ($MODE): FAILED (logs in $DIR)"
 fi

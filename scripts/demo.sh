@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Tells the transactional-outbox story against a running system (scripts/run.sh):
+# Tells the story of the transactional outbox, both ways, against a running system
+# (scripts/run.sh):
 #
-#   1. a booking is paid: POST /api/flights, then payment-service records its payment;
-#   2. a second booking is paid the same way;
-#   3. the queue is BLOCKED: a third booking is still committed (201) and its event
-#      waits in the outbox, the relay probing the queue with it and recording the error;
-#   4. the queue is UNBLOCKED: the event drains and the flight is paid exactly once.
+#   1. a booking is CONFIRMED: POST /api/flights (PENDING_PAYMENT), payment-service
+#      approves its payment and says so, and the booking learns it;
+#   2. an expensive fare is REJECTED: payment-service declines it (PAYMENT_DECLINE_ABOVE);
+#   3. the bookings queue is BLOCKED: a third booking is still committed (201) and
+#      stays PENDING_PAYMENT while its event waits in the outbox, the relay probing
+#      the queue with it and recording the error;
+#   4. the queue is UNBLOCKED: the event drains, the flight is paid exactly once and
+#      the booking CONFIRMED;
+#   5. the first booking is CANCELLED: payment-service refunds its payment
+#      (REFUNDED) and the booking learns that too; a rejected booking cannot be
+#      cancelled (409).
 #
 # Every expectation is checked; the script exits non-zero with a message when one
 # fails. Waits are polls with deadlines, never blind sleeps.
@@ -19,15 +26,17 @@
 # Settings: the same as scripts/run.sh's, from the same place (lib.sh's
 # load_settings: the environment, then .env): BOOKING_PORT (8080), PAYMENT_PORT
 # (8081), QUEUE_NAME (bookings.fifo), DLQ_NAME (QUEUE-dlq.fifo), SQS_PORT (9324) or
-# AWS_ENDPOINT_URL_SQS; BOOKING_URL / PAYMENT_URL (default http://127.0.0.1:PORT)
-# for services elsewhere; ADMIN_TOKEN (the operator token, for GET /api/payments;
+# AWS_ENDPOINT_URL_SQS, PAYMENT_EVENTS_QUEUE_NAME (payment-events.fifo),
+# PAYMENT_DECLINE_ABOVE (500000: the expensive fare is 100 minor units above it);
+# BOOKING_URL / PAYMENT_URL (default http://127.0.0.1:PORT) for services
+# elsewhere; ADMIN_TOKEN (the operator token, for the listings and the outbox;
 # default: the one the running scripts/run.sh generated). Its own: DEMO_TIMEOUT (seconds each wait may take, 60),
 # DEMO_DRAIN_TIMEOUT (seconds for the drain after unblocking, 120; the relay
 # probes the queue every RELAY_PROBE_INTERVAL, 500ms, so it starts within a
 # second), DEMO_STRICT_OUTBOX=1 (require the whole outbox to be empty at the end,
 # not only our events; set by story-test.sh, whose system has a database of its own).
 #
-#   scripts/demo.sh           # the whole story, about 6 s
+#   scripts/demo.sh           # the whole story, about 8 s
 #   scripts/demo.sh --pace    # waits for Enter before each step and while the queue
 #                             # is blocked, naming what to look at in Swagger UI
 set -euo pipefail
@@ -46,6 +55,8 @@ export AWS_ENDPOINT_URL_SQS="$SQS_ENDPOINT"
 DEMO_TIMEOUT="${DEMO_TIMEOUT:-60}"
 DEMO_DRAIN_TIMEOUT="${DEMO_DRAIN_TIMEOUT:-120}"
 DEMO_STRICT_OUTBOX="${DEMO_STRICT_OUTBOX:-0}"
+DECLINE_ABOVE="${PAYMENT_DECLINE_ABOVE:-500000}"
+DEAR_FARE=$((DECLINE_ABOVE + 100))
 SWAGGER="$BOOKING_URL/swagger-ui/index.html"
 OPERATOR_TOKEN="$(operator_token)"
 
@@ -124,23 +135,44 @@ book() {
   say "booking and FlightBooked event were committed in one transaction"
 }
 
-# wait_payment FLIGHT_ID TIMEOUT: polls GET /api/payments/{id} until 200.
+# wait_payment FLIGHT_ID TIMEOUT [STATUS]: polls GET /api/payments/{id} until it
+# answers 200 (with that status, when given).
 wait_payment() {
-  local id="$1" deadline=$(($(now) + $2)) t0="${EPOCHREALTIME/./}"
-  say "waiting (up to $2 s) for GET $PAYMENT_URL/api/payments/$id"
+  local id="$1" deadline=$(($(now) + $2)) want="${3:-}" t0="${EPOCHREALTIME/./}"
+  say "waiting (up to $2 s) for GET $PAYMENT_URL/api/payments/$id${want:+ to say $want}"
   while :; do
     http GET "$PAYMENT_URL/api/payments/$id"
     case "$STATUS" in
-      200) break ;;
+      200) [ -z "$want" ] || [ "$(py 'd["status"]')" = "$want" ] && break ;;
       404) ;;
       *) note "payment-service answered $STATUS; retrying" ;;
     esac
-    [ "$(now)" -lt "$deadline" ] || fail "no payment for flight $id after $2 s (last answer $STATUS: $BODY)"
+    [ "$(now)" -lt "$deadline" ] || fail "no ${want:-payment} for flight $id after $2 s (last answer $STATUS: $BODY)"
     sleep 0.3
   done
   [ "$(py 'd["flightId"]')" = "$id" ] || fail "the payment is for another flight: $BODY"
   local waited=$(( (${EPOCHREALTIME/./} - t0) / 100000 ))
-  ok "paid: $(py '"%.2f %s %s, event %s, processed at %s" % (d["amount"] / 100, d["currency"], d["outcome"], d["eventId"], d["processedAt"])') (after $((waited / 10)).$((waited % 10)) s)"
+  ok "payment $(py 'd["status"]'): $(py '"%.2f %s, event %s, processed at %s" % (d["amount"] / 100, d["currency"], d["eventId"], d["processedAt"])')$(py '" (" + d["reason"] + ")" if d.get("reason") else ""')$(py '", refunded at " + d["refundedAt"] if d.get("refundedAt") else ""') (after $((waited / 10)).$((waited % 10)) s)"
+}
+
+# wait_booking FLIGHT_ID STATUS TIMEOUT [PAYMENT_STATUS]: polls GET /api/flights/{id}
+# until the booking is STATUS (and its payment PAYMENT_STATUS, when given); fails at
+# once when it settles on another status.
+wait_booking() {
+  local id="$1" want="$2" timeout="$3" want_payment="${4:-}" deadline=$(($(now) + $3)) t0="${EPOCHREALTIME/./}" status payment
+  say "waiting (up to $timeout s) for GET $BOOKING_URL/api/flights/$id to say $want${want_payment:+ with its payment $want_payment}"
+  while :; do
+    http GET "$BOOKING_URL/api/flights/$id"
+    [ "$STATUS" = 200 ] || fail "GET /api/flights/$id answered $STATUS: $BODY"
+    status="$(py 'd["status"]')" payment="$(py 'd.get("payment", {}).get("status")')"
+    [ "$status" = "$want" ] && { [ -z "$want_payment" ] || [ "$payment" = "$want_payment" ]; } && break
+    [ "$status" = PENDING_PAYMENT ] || [ "$status" = "$want" ] \
+      || fail "flight $id is $status, expected $want: $BODY"
+    [ "$(now)" -lt "$deadline" ] || fail "flight $id is still $status (payment ${payment:-unknown}) after $timeout s: $BODY"
+    sleep 0.2
+  done
+  local waited=$(( (${EPOCHREALTIME/./} - t0) / 100000 ))
+  ok "booking $status, payment ${payment:-unknown} (after $((waited / 10)).$((waited % 10)) s; status changed at $(py 'd["statusChangedAt"]'))"
 }
 
 # outbox_entry AGGREGATE_ID: reads every page of GET /api/outbox; sets ENTRY (the
@@ -188,7 +220,7 @@ payments_of() {
 STARTED_AT="$(now)"
 printf '%sThe transactional outbox, step by step%s\n' "$B" "$N"
 say "booking-service $BOOKING_URL, payment-service $PAYMENT_URL"
-say "SQS $SQS_ENDPOINT, queue $QUEUE_NAME (DLQ $DLQ_NAME)"
+say "SQS $SQS_ENDPOINT, queues $QUEUE_NAME (DLQ $DLQ_NAME) and $PAYMENT_EVENTS_QUEUE_NAME (DLQ $PAYMENT_EVENTS_DLQ_NAME)"
 
 step "both services are up"
 for url in "$BOOKING_URL" "$PAYMENT_URL"; do
@@ -198,22 +230,29 @@ for url in "$BOOKING_URL" "$PAYMENT_URL"; do
 done
 queue_url="$(queue_url "$QUEUE_NAME")" \
   || fail "the queue $QUEUE_NAME does not exist at $SQS_ENDPOINT (blocked? scripts/queue.sh unblock re-creates it; scripts/run.sh creates it at start)"
-ok "queue $QUEUE_NAME exists: $queue_url"
+ok "queue $QUEUE_NAME exists: $queue_url (booking-service -> payment-service)"
+events_url="$(queue_url "$PAYMENT_EVENTS_QUEUE_NAME")" \
+  || fail "the queue $PAYMENT_EVENTS_QUEUE_NAME does not exist at $SQS_ENDPOINT (blocked? scripts/queue.sh unblock --queue payment-events; scripts/run.sh creates it at start)"
+ok "queue $PAYMENT_EVENTS_QUEUE_NAME exists: $events_url (payment-service -> booking-service)"
 
-step "book Paris -> London; payment-service pays it"
+step "book Paris -> London: PENDING_PAYMENT, then CONFIRMED once its payment is approved"
 book first "$(flight_body Paris London 2023-09-01T08:00:00.000Z 2023-09-01T08:15:00.000Z)"
 FLIGHT1="$FLIGHT_ID"
-say "the relay publishes the event to SQS; payment-service consumes it (inbox + payment, one transaction)"
-wait_payment "$FLIGHT1" "$DEMO_TIMEOUT"
+say "the relay publishes FlightBooked; payment-service pays it (inbox + payment + PaymentApproved, one"
+say "transaction); its relay publishes PaymentApproved; booking-service applies it (inbox + status)"
+wait_payment "$FLIGHT1" "$DEMO_TIMEOUT" APPROVED
+wait_booking "$FLIGHT1" CONFIRMED "$DEMO_TIMEOUT"
 
-step "book a second flight, London -> Paris; it is paid the same way"
-book second "$(flight_body London Paris 2023-09-02T18:00:00.000Z 2023-09-02T18:15:00.000Z '{"amount":12900,"currency":"EUR"}')"
+step "book a fare above PAYMENT_DECLINE_ABOVE ($DECLINE_ABOVE): payment-service declines it, the booking is REJECTED"
+[ "$DEAR_FARE" -le 10000000 ] || fail "PAYMENT_DECLINE_ABOVE=$DECLINE_ABOVE: no fare the API accepts (at most 10000000) is above it"
+book second "$(flight_body London Paris 2023-09-02T18:00:00.000Z 2023-09-02T18:15:00.000Z "{\"amount\":$DEAR_FARE,\"currency\":\"EUR\"}")"
 FLIGHT2="$FLIGHT_ID"
+wait_payment "$FLIGHT2" "$DEMO_TIMEOUT" DECLINED
 # Deleting the queue (our local "block") would also delete a message still in it,
-# so the story waits for this payment before blocking. AWS's Deny policy keeps them.
-wait_payment "$FLIGHT2" "$DEMO_TIMEOUT"
+# so the story waits until this booking went both ways. AWS's Deny policy keeps them.
+wait_booking "$FLIGHT2" REJECTED "$DEMO_TIMEOUT"
 
-step "BLOCK the queue (locally: delete it, as scripts/queue.sh block does; in AWS: infra/scripts/block-queue.sh)"
+step "BLOCK the bookings queue (locally: delete it, as scripts/queue.sh block does; in AWS: infra/scripts/block-queue.sh)"
 queue_block "$QUEUE_NAME" || fail "could not delete the queue $QUEUE_NAME (or it still exists after DeleteQueue)"
 ok "DeleteQueue $queue_url: the queue is gone; sends now fail with QueueDoesNotExist"
 # Leave no deleted queue behind when the story stops before it unblocks.
@@ -229,9 +268,9 @@ book third "$(flight_body Paris Berlin 2023-09-03T07:00:00.000Z 2023-09-03T08:45
 FLIGHT3="$FLIGHT_ID"
 http GET "$BOOKING_URL/api/flights/$FLIGHT3"
 [ "$STATUS" = 200 ] || fail "GET /api/flights/$FLIGHT3 answered $STATUS: the booking should be committed"
-ok "GET /api/flights/$FLIGHT3: 200, the booking is committed although SQS is unavailable"
+ok "GET /api/flights/$FLIGHT3: 200, $(py 'd["status"]'): committed although SQS is unavailable"
 
-step "the event waits in GET /api/outbox; the relay probes the queue with it until SQS answers"
+step "its event waits in GET /api/outbox; the relay probes the queue with it until SQS answers"
 deadline=$(($(now) + DEMO_TIMEOUT)); last_seen=""
 while :; do
   outbox_entry "$FLIGHT3"
@@ -252,18 +291,22 @@ ok "$attempts failed attempts recorded, with the last error; the outbox holds $O
 http GET "$PAYMENT_URL/api/payments/$FLIGHT3"
 [ "$STATUS" = 404 ] || fail "GET /api/payments/$FLIGHT3 answered $STATUS while the queue is blocked (expected 404)"
 ok "GET /api/payments/$FLIGHT3: 404, not paid yet"
+http GET "$BOOKING_URL/api/flights/$FLIGHT3"
+[ "$(py 'd["status"]')" = PENDING_PAYMENT ] || fail "flight $FLIGHT3 is $(py 'd["status"]') while its event waits (expected PENDING_PAYMENT)"
+ok "GET /api/flights/$FLIGHT3: still PENDING_PAYMENT"
 pause "the queue stays blocked until you press Enter; look now:" \
   "$SWAGGER  ->  GET /api/outbox  ->  Try it out  ->  Execute" \
   "  event $EVENT3 (flight $FLIGHT3): state, attempts, lastError; Execute again to see attempts grow" \
+  "$SWAGGER  ->  GET /api/flights/{id} with $FLIGHT3: PENDING_PAYMENT" \
   "$PAYMENT_URL/swagger-ui/index.html  ->  GET /api/payments/{flightId} with $FLIGHT3: 404" \
-  "next: UNBLOCK the queue; the event drains and the flight is paid"
+  "next: UNBLOCK the queue; the event drains, the flight is paid and the booking CONFIRMED"
 
 step "UNBLOCK the queue (locally: re-create it and its DLQ, as scripts/queue.sh unblock does; in AWS: infra/scripts/unblock-queue.sh)"
 queue_url="$(queue_unblock "$QUEUE_NAME" "$DLQ_NAME")" || fail "could not re-create the queue $QUEUE_NAME"
 UNBLOCKED=1
 ok "queue $QUEUE_NAME is back: $queue_url"
 
-step "the event drains from the outbox"
+step "the event drains from the outbox; the third flight is paid exactly once and CONFIRMED"
 say "waiting (up to $DEMO_DRAIN_TIMEOUT s) for the relay's next attempt"
 deadline=$(($(now) + DEMO_DRAIN_TIMEOUT)); retried=0
 while :; do
@@ -286,11 +329,27 @@ elif [ "$DEMO_STRICT_OUTBOX" = 1 ]; then
 else
   note "GET /api/outbox still lists $OUTBOX_TOTAL event(s) that are not this demo's (earlier runs?)"
 fi
-
-step "the third flight is paid, exactly once"
-wait_payment "$FLIGHT3" "$DEMO_TIMEOUT"
+wait_payment "$FLIGHT3" "$DEMO_TIMEOUT" APPROVED
 [ "$(py 'd["eventId"]')" = "$EVENT3" ] || fail "the payment was made for event $(py 'd["eventId"]'), not $EVENT3"
 ok "the payment was made for the event that waited in the outbox ($EVENT3)"
+wait_booking "$FLIGHT3" CONFIRMED "$DEMO_TIMEOUT"
+
+step "cancel the first booking (CONFIRMED): payment-service refunds its payment"
+say "POST $BOOKING_URL/api/flights/$FLIGHT1/cancel"
+http POST "$BOOKING_URL/api/flights/$FLIGHT1/cancel"
+[ "$STATUS" = 200 ] || fail "cancel answered $STATUS: $BODY"
+[ "$(py 'd["status"]')" = CANCELLED ] || fail "the cancelled booking is $(py 'd["status"]'): $BODY"
+ok "200: CANCELLED; the status and its FlightCancelled event were committed in one transaction"
+wait_payment "$FLIGHT1" "$DEMO_TIMEOUT" REFUNDED
+wait_booking "$FLIGHT1" CANCELLED "$DEMO_TIMEOUT" REFUNDED
+http POST "$BOOKING_URL/api/flights/$FLIGHT1/cancel"
+[ "$STATUS" = 200 ] || fail "cancelling again answered $STATUS: $BODY"
+ok "cancelling it again: 200, the same booking, no second event"
+http POST "$BOOKING_URL/api/flights/$FLIGHT2/cancel"
+[ "$STATUS" = 409 ] || fail "cancelling the REJECTED booking answered $STATUS (expected 409): $BODY"
+ok "cancelling the REJECTED booking: 409, $(py 'd["detail"]')"
+
+step "each flight was paid exactly once"
 counts="$(payments_of "$FLIGHT1" "$FLIGHT2" "$FLIGHT3")"
 total=0
 while read -r id count; do
@@ -299,7 +358,7 @@ while read -r id count; do
   total=$((total + count))
 done <<<"$counts"
 [ "$total" = 3 ] || fail "the three flights have $total payments in total, expected 3"
-ok "3 flights, 3 payments: nothing lost while the queue was blocked, nothing paid twice"
+ok "3 flights, 3 payments (one refunded, one declined): nothing lost while the queue was blocked, nothing paid twice"
 
-printf '\n%sThe story holds.%s The booking never failed: the outbox kept the event until SQS took it (%d s).\n' \
-  "$G" "$N" "$(($(now) - STARTED_AT))"
+printf '\n%sThe story holds.%s The booking never failed: the outbox kept the event until SQS took it, and each\n' "$G" "$N"
+printf 'booking learned its payment the same way, back (%d s).\n' "$(($(now) - STARTED_AT))"

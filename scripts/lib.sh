@@ -325,6 +325,16 @@ operator_token() {
   if [ -n "${ADMIN_TOKEN:-}" ]; then echo "$ADMIN_TOKEN"; else cat "$ADMIN_TOKEN_FILE" 2>/dev/null || true; fi
 }
 
+# delete_queue NAME: deletes the queue when it exists; says what it did.
+delete_queue() {
+  local url
+  if url="$(queue_url "$1")"; then
+    sqs_call DeleteQueue "{\"QueueUrl\":\"$url\"}" >/dev/null && log "queue $1: deleted"
+  else
+    log "queue $1: not there"
+  fi
+}
+
 # --- Local settings, shared by run.sh, demo.sh, queue.sh ---------------------------
 # load_settings: the settings of the local system, defined once. The environment
 # wins; then ENV_FILE (default .env at the repository root, see .env.example);
@@ -350,6 +360,10 @@ load_settings() {
   PAYMENT_URL="${PAYMENT_URL:-http://127.0.0.1:$PAYMENT_PORT}"; PAYMENT_URL="${PAYMENT_URL%/}"
   QUEUE_NAME="${QUEUE_NAME:-bookings.fifo}"
   DLQ_NAME="${DLQ_NAME:-${QUEUE_NAME%.fifo}-dlq.fifo}"
+  # The way back: payment-service's events to booking-service (the services'
+  # own setting of the same name).
+  PAYMENT_EVENTS_QUEUE_NAME="${PAYMENT_EVENTS_QUEUE_NAME:-payment-events.fifo}"
+  PAYMENT_EVENTS_DLQ_NAME="${PAYMENT_EVENTS_DLQ_NAME:-${PAYMENT_EVENTS_QUEUE_NAME%.fifo}-dlq.fifo}"
   BOOKING_DB="${BOOKING_DB:-booking}"
   PAYMENT_DB="${PAYMENT_DB:-payment}"
 }
@@ -375,11 +389,11 @@ ensure_venv() {
 }
 
 # --- The whole system in the background (story and browser tests) -------------
-# Callers set BOOKING_PORT, PAYMENT_PORT, PG_PORT, QUEUE_NAME and define
-# `failed MESSAGE`; `system_start LOG [VAR=VALUE...]` starts scripts/run.sh with
-# them (plus the VAR=VALUE settings), `system_wait_up SECONDS` waits for it, and
-# on exit it is stopped (`system_stop`: nothing of it may be left running) and
-# its queues are deleted.
+# Callers set BOOKING_PORT, PAYMENT_PORT, PG_PORT, QUEUE_NAME (the payment events
+# queue is named after it) and define `failed MESSAGE`; `system_start LOG
+# [VAR=VALUE...]` starts scripts/run.sh with them (plus the VAR=VALUE settings),
+# `system_wait_up SECONDS` waits for it, and on exit it is stopped
+# (`system_stop`: nothing of it may be left running) and its queues are deleted.
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -406,12 +420,14 @@ system_start() {
   # A PostgreSQL already there is used (and left running); otherwise run.sh starts one.
   SYSTEM_PORTS=("$BOOKING_PORT" "$PAYMENT_PORT")
   port_open "$PG_PORT" || SYSTEM_PORTS+=("$PG_PORT")
-  SYSTEM_QUEUES=("$QUEUE_NAME" "${QUEUE_NAME%.fifo}-dlq.fifo")
+  PAYMENT_EVENTS_QUEUE_NAME="${QUEUE_NAME%.fifo}-payment-events.fifo"
+  SYSTEM_QUEUES=("$QUEUE_NAME" "${QUEUE_NAME%.fifo}-dlq.fifo" "$PAYMENT_EVENTS_QUEUE_NAME" "${PAYMENT_EVENTS_QUEUE_NAME%.fifo}-dlq.fifo")
   on_exit system_delete_queues
-  log "starting scripts/run.sh: booking :$BOOKING_PORT, payment :$PAYMENT_PORT, PostgreSQL :$PG_PORT, queue $QUEUE_NAME (log $SYSTEM_LOG)"
+  log "starting scripts/run.sh: booking :$BOOKING_PORT, payment :$PAYMENT_PORT, PostgreSQL :$PG_PORT, queues $QUEUE_NAME and $PAYMENT_EVENTS_QUEUE_NAME (log $SYSTEM_LOG)"
   # setsid: run.sh leads a process group of its own, so whatever it leaves behind can be found.
   # ENV_FILE=/dev/null: a developer's .env does not change a test's system.
-  env ENV_FILE=/dev/null BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" PG_HOST=127.0.0.1 PG_PORT="$PG_PORT" QUEUE_NAME="$QUEUE_NAME" "$@" \
+  env ENV_FILE=/dev/null BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" PG_HOST=127.0.0.1 PG_PORT="$PG_PORT" \
+    QUEUE_NAME="$QUEUE_NAME" PAYMENT_EVENTS_QUEUE_NAME="$PAYMENT_EVENTS_QUEUE_NAME" "$@" \
     setsid bash "$ROOT/scripts/run.sh" >"$SYSTEM_LOG" 2>&1 </dev/null &
   SYSTEM_PID=$!
   on_exit system_stop

@@ -73,7 +73,7 @@ if [ "$RESULT" = 0 ]; then
     || failed "the services did not create their databases booking and payment"
   # The demo gets the same settings as run.sh, and no URL: it must find the services by itself.
   BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" QUEUE_NAME="$QUEUE_NAME" \
-    DEMO_STRICT_OUTBOX=1 DEMO_TIMEOUT=30 DEMO_DRAIN_TIMEOUT=30 \
+    PAYMENT_EVENTS_QUEUE_NAME="$PAYMENT_EVENTS_QUEUE_NAME" DEMO_STRICT_OUTBOX=1 DEMO_TIMEOUT=30 DEMO_DRAIN_TIMEOUT=30 \
     timeout 120 bash scripts/demo.sh --pace < <(yes '') >"$DIR/demo.log" 2>&1
   rc=$?
   [ "$rc" = 0 ] || { failed "demo.sh --pace on ports $BOOKING_PORT/$PAYMENT_PORT exited with $rc:"; tail -n 20 "$DIR/demo.log" >&2; }
@@ -82,28 +82,29 @@ if [ "$RESULT" = 0 ]; then
     || failed "demo.sh --pace did not point at booking-service's Swagger UI on port $BOOKING_PORT"
   [ "$(grep -c "to go on" "$DIR/demo.log")" -ge 8 ] || failed "demo.sh --pace did not wait between the steps"
   BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" QUEUE_NAME="$QUEUE_NAME" \
-    bash scripts/queue.sh status >"$DIR/queue-status.log" 2>&1 \
+    PAYMENT_EVENTS_QUEUE_NAME="$PAYMENT_EVENTS_QUEUE_NAME" bash scripts/queue.sh status >"$DIR/queue-status.log" 2>&1 \
     && grep -q "queue $QUEUE_NAME: exists, 0 message(s) waiting" "$DIR/queue-status.log" \
     || failed "scripts/queue.sh status: $(cat "$DIR/queue-status.log")"
 fi
 system_stop
 grep -q "a service exited" "$DIR/run.log" && failed "a service exited on its own during the quick start (see $DIR/run.log)"
-# --reset drops what run.sh made: both databases, both queues.
+# --reset drops what run.sh made: both databases, the four queues.
 PGHOST=127.0.0.1 PGPORT="$PORT" PGPASSWORD="$PASSWORD" BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" \
-  QUEUE_NAME="$QUEUE_NAME" bash scripts/run.sh --reset >"$DIR/reset.log" 2>&1 || failed "run.sh --reset failed: $(cat "$DIR/reset.log")"
+  QUEUE_NAME="$QUEUE_NAME" PAYMENT_EVENTS_QUEUE_NAME="$PAYMENT_EVENTS_QUEUE_NAME" \
+  bash scripts/run.sh --reset >"$DIR/reset.log" 2>&1 || failed "run.sh --reset failed: $(cat "$DIR/reset.log")"
 [ "$(q "select count(*) from pg_database where datname in ('booking', 'payment')")" = 0 ] \
   || failed "run.sh --reset left the databases booking/payment"
-for name in "$QUEUE_NAME" "${QUEUE_NAME%.fifo}-dlq.fifo"; do
+for name in "$QUEUE_NAME" "${QUEUE_NAME%.fifo}-dlq.fifo" "$PAYMENT_EVENTS_QUEUE_NAME" "${PAYMENT_EVENTS_QUEUE_NAME%.fifo}-dlq.fifo"; do
   queue_url "$name" >/dev/null && failed "run.sh --reset left the queue $name"
 done
 check "quick start with a password, demo.sh --pace on ports $BOOKING_PORT/$PAYMENT_PORT, run.sh --reset"
 
 # --- 3. a service that cannot start: reported at once, with its error ---------------------
-log "3. run.sh (DATABASE_URL base URL) with a booking-service that cannot start"
+log "3. run.sh (DATABASE_URL base URL) with services that cannot start"
 BOOKING_PORT="$(free_port)" PAYMENT_PORT="$(free_port)"
 url="postgres://postgres:$(url_encode "$PASSWORD")@127.0.0.1:$PORT"
 DATABASE_URL="$url" BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" QUEUE_NAME="$QUEUE_NAME" \
-  RELAY_BACKOFF_BASE=2s RELAY_BACKOFF_MAX=1s RUST_BACKTRACE=1 setsid bash scripts/run.sh >"$DIR/fail.log" 2>&1 </dev/null &
+  PAYMENT_EVENTS_QUEUE_NAME="$PAYMENT_EVENTS_QUEUE_NAME" RELAY_BACKOFF_BASE=2s RELAY_BACKOFF_MAX=1s RUST_BACKTRACE=1 setsid bash scripts/run.sh >"$DIR/fail.log" 2>&1 </dev/null &
 pid=$!
 deadline=$(($(date +%s) + ${QUICKSTART_START_TIMEOUT:-600}))
 until grep -q "starting booking-service" "$DIR/fail.log" 2>/dev/null || ! kill -0 "$pid" 2>/dev/null \
@@ -118,15 +119,16 @@ if kill -0 "$pid" 2>/dev/null; then
 fi
 wait "$pid"; rc=$?
 [ "$rc" = 1 ] || failed "run.sh exited with $rc, expected 1"
-grep -q "booking-service exited during start-up" "$DIR/fail.log" || failed "run.sh did not say booking-service exited: $(tail -n 15 "$DIR/fail.log")"
+# Both services run a relay now, so either may be the first found dead.
+grep -Eq "(booking|payment)-service exited during start-up" "$DIR/fail.log" || failed "run.sh did not say which service exited: $(tail -n 15 "$DIR/fail.log")"
 sed -n '/exited during start-up/,$p' "$DIR/fail.log" | grep -q "RELAY_BACKOFF_BASE: backoff_base (2s) must not exceed" || failed "run.sh did not print booking-service's error line: $(tail -n 15 "$DIR/fail.log")"
 [ "$took" -le 5000 ] || failed "run.sh took $took ms to report the failed start"
 log "reported $took ms after the services started"
 sleep 0.5
 for port in "$BOOKING_PORT" "$PAYMENT_PORT"; do port_open "$port" && failed "port $port still answers after run.sh stopped"; done
 # Its queue and databases: removed for the next check.
-DATABASE_URL="$url" QUEUE_NAME="$QUEUE_NAME" BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" \
-  bash scripts/run.sh --reset >/dev/null 2>&1
+DATABASE_URL="$url" QUEUE_NAME="$QUEUE_NAME" PAYMENT_EVENTS_QUEUE_NAME="$PAYMENT_EVENTS_QUEUE_NAME" \
+  BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" bash scripts/run.sh --reset >/dev/null 2>&1
 check "a service that cannot start is reported in $took ms, with its error"
 
 # --- 4. test.sh's clean-up leaves other databases alone ---------------------------------

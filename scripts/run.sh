@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # Runs the whole system locally: PostgreSQL (found or started), a local
-# SQS-compatible server with the FIFO queue and its DLQ, booking-service and
-# payment-service. Ctrl-C (or SIGTERM) stops everything this script started, and
-# only that.
+# SQS-compatible server with both FIFO queues and their DLQs (bookings: booking ->
+# payment; payment events: payment -> booking), booking-service and
+# payment-service, each running its relay and its consumer. Ctrl-C (or SIGTERM)
+# stops everything this script started, and only that.
 #
 #   scripts/run.sh            # start it all; prints the URLs
 #   scripts/run.sh --reset    # drop the databases and queues run.sh made, then exit
 #
 # Settings (environment, or a .env file at the repository root; every one is in
 # .env.example): BOOKING_PORT (8080), PAYMENT_PORT (8081), QUEUE_NAME
-# (bookings.fifo), BOOKING_DB / PAYMENT_DB (booking / payment: two runs on one
+# (bookings.fifo), PAYMENT_EVENTS_QUEUE_NAME (payment-events.fifo), BOOKING_DB /
+# PAYMENT_DB (booking / payment: two runs on one
 # PostgreSQL need their own databases, or one relay publishes the other's events),
 # SQS_PORT (9324), AWS_ENDPOINT_URL_SQS (use another SQS server, e.g. LocalStack,
 # instead of starting fauxqs).
 # PostgreSQL: the standard libpq variables PGHOST (127.0.0.1), PGPORT (5432),
 # PGUSER (postgres), PGPASSWORD, or DATABASE_URL=postgres://USER:PASSWORD@HOST:PORT
 # (a base URL: each service gets its own database on that server).
-# The services' own settings (RELAY_*, CONSUMER_*, LOG_FORMAT, ...) pass through.
-# ADMIN_TOKEN: the operator token of both services (listing all bookings and
-# payments, the DLQ redrive); when unset, run.sh generates one and prints it.
+# The services' own settings (RELAY_*, CONSUMER_*, PAYMENT_DECLINE_ABOVE,
+# LOG_FORMAT, ...) pass through, to both services.
+# ADMIN_TOKEN: the operator token of both services (listing all bookings,
+# payments and outbox events, the DLQ redrive); when unset, run.sh generates one
+# and prints it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -59,12 +63,8 @@ if [ "$MODE" = reset ]; then
   fi
   export AWS_ENDPOINT_URL_SQS="${AWS_ENDPOINT_URL_SQS:-http://127.0.0.1:$SQS_PORT}"
   if sqs_answers; then
-    for queue in "$QUEUE_NAME" "$DLQ_NAME"; do
-      if url="$(queue_url "$queue")"; then
-        sqs_call DeleteQueue "{\"QueueUrl\":\"$url\"}" >/dev/null && log "queue $queue: deleted"
-      else
-        log "queue $queue: not there"
-      fi
+    for queue in "$QUEUE_NAME" "$DLQ_NAME" "$PAYMENT_EVENTS_QUEUE_NAME" "$PAYMENT_EVENTS_DLQ_NAME"; do
+      delete_queue "$queue"
     done
   else
     log "no SQS server at $AWS_ENDPOINT_URL_SQS: no queues to delete"
@@ -81,14 +81,17 @@ require_rust
 ensure_postgres
 ensure_sqs
 create_queues "$QUEUE_NAME" "$DLQ_NAME" 5 >/dev/null
-log "queue $QUEUE_NAME with DLQ $DLQ_NAME (redrive after 5 receives)"
+log "queue $QUEUE_NAME with DLQ $DLQ_NAME (redrive after 5 receives): booking-service -> payment-service"
+create_queues "$PAYMENT_EVENTS_QUEUE_NAME" "$PAYMENT_EVENTS_DLQ_NAME" 5 >/dev/null
+log "queue $PAYMENT_EVENTS_QUEUE_NAME with DLQ $PAYMENT_EVENTS_DLQ_NAME (redrive after 5 receives): payment-service -> booking-service"
 
 log "building the services"
 cargo build --locked --bins
 BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 
 export LOG_FORMAT="${LOG_FORMAT:-pretty}"
-export SQS_QUEUE_NAME="$QUEUE_NAME"
+# The same two settings for both services: each relays to one and consumes the other.
+export SQS_QUEUE_NAME="$QUEUE_NAME" PAYMENT_EVENTS_QUEUE_NAME
 if [ -z "${ADMIN_TOKEN:-}" ]; then
   ADMIN_TOKEN="$(new_admin_token)"
   # For demo.sh in another terminal; only while this run lasts.
@@ -148,13 +151,19 @@ cat <<TXT
 
   booking-service   http://127.0.0.1:$BOOKING_PORT/swagger-ui/index.html
   payment-service   http://127.0.0.1:$PAYMENT_PORT/swagger-ui/index.html
-  SQS (local)       $AWS_ENDPOINT_URL_SQS   queue $QUEUE_NAME, DLQ $DLQ_NAME
+  SQS (local)       $AWS_ENDPOINT_URL_SQS
+                    $QUEUE_NAME (DLQ $DLQ_NAME): booking-service -> payment-service
+                    $PAYMENT_EVENTS_QUEUE_NAME (DLQ $PAYMENT_EVENTS_DLQ_NAME): payment-service -> booking-service
+
   Operator token    $ADMIN_TOKEN
                     (ADMIN_TOKEN of both services: "Authorize" in Swagger UI, or
-                    Authorization: Bearer ... for GET /api/flights, GET /api/payments, the DLQ redrive)
+                    Authorization: Bearer ... for GET /api/flights, GET /api/payments,
+                    GET /api/outbox and its retry, the DLQ redrive)
 
   Try first: in booking-service's Swagger UI, POST /api/flights -> "Try it out" -> "Execute"
-  with the sample body; then GET http://127.0.0.1:$PAYMENT_PORT/api/payments/{its id} shows its payment.
+  with the sample body: PENDING_PAYMENT; GET /api/flights/{id} a moment later: CONFIRMED, and
+  GET http://127.0.0.1:$PAYMENT_PORT/api/payments shows its payment. POST /api/flights/{id}/cancel
+  refunds it (its payment then says REFUNDED).
   Or, in another terminal, tell the whole story:  scripts/demo.sh  (scripts/demo.sh --pace: step by step)
   Block the queue by hand:  scripts/queue.sh block | unblock | status
 

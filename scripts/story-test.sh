@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo's story (scripts/demo.sh) as an automated test: starts the whole
 # system with scripts/run.sh in the background, on ports of its own, with a
-# queue of its own and a throwaway PostgreSQL cluster of its own (no other
+# queues of its own and a throwaway PostgreSQL cluster of its own (no other
 # booking-service's relay, sharing the `booking` database, can publish its
 # events), tells the story against it, stops it, and checks nothing is left.
 # Ends with "story: 1 passed, 0 failed" (exit 0) or "story: 0 passed, 1 failed" (exit 1).
@@ -43,7 +43,8 @@ if [ "$RESULT" = 0 ]; then
   log "up after $(($(date +%s) - started)) s; telling the story (log $DEMO_LOG)"
   # The same settings as run.sh got; demo.sh finds the services from the ports.
   ENV_FILE=/dev/null BOOKING_PORT="$BOOKING_PORT" PAYMENT_PORT="$PAYMENT_PORT" \
-    QUEUE_NAME="$QUEUE_NAME" DEMO_STRICT_OUTBOX=1 DEMO_TIMEOUT=30 DEMO_DRAIN_TIMEOUT=30 \
+    QUEUE_NAME="$QUEUE_NAME" PAYMENT_EVENTS_QUEUE_NAME="$PAYMENT_EVENTS_QUEUE_NAME" \
+    DEMO_STRICT_OUTBOX=1 DEMO_TIMEOUT=30 DEMO_DRAIN_TIMEOUT=30 \
     bash scripts/demo.sh > >(tee "$DEMO_LOG") 2>&1 &
   # In the background and waited for, so that a SIGTERM to this script is handled at once.
   DEMO_PID=$!

@@ -1,7 +1,10 @@
 // Drives booking-service's Swagger UI in Debian's Chromium, as a user would:
 // POST /api/flights with the sample body ("Try it out" -> "Execute") must show a
-// live 201 with the booking, GET /api/outbox a live 200 with a page of events, and
-// GET /api/flights a 401 until the operator token is given with "Authorize".
+// live 201 with the booking (PENDING_PAYMENT); GET /api/flights/{id} must then show
+// its status change to CONFIRMED (payment-service's answer, back through the
+// second queue); POST /api/flights/{id}/cancel a live 200, CANCELLED; GET
+// /api/flights a 401 until the operator token is given with "Authorize"; and GET
+// /api/outbox a live 200 with a page of events.
 // Run by scripts/browser-test.sh: `node --test swagger.test.mjs` with BOOKING_URL
 // pointing at a running booking-service. Screenshots go to .local/artifacts/.
 import { test, before, after } from "node:test";
@@ -40,6 +43,8 @@ let page;
 let pageHeaders;
 // What the browser blocked under the page's Content-Security-Policy.
 const cspViolations = [];
+/** The flight booked through Swagger UI by the first test. */
+let bookedId;
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
@@ -135,9 +140,54 @@ test("POST /api/flights in Swagger UI books a flight: live 201 with the booking"
   assert.match(flight.id, /^[0-9a-f-]{36}$/, "the booking has an id");
   assert.equal(flight.departureAirport, "Paris");
   assert.equal(flight.arrivalAirport, "London");
+  assert.equal(flight.status, "PENDING_PAYMENT", "a new booking waits for its payment");
+  bookedId = flight.id;
   const headers = await live.locator(".response-col_description").innerText();
   assert.match(headers, new RegExp(`location: /api/flights/${flight.id}`, "i"), "the Location header is shown");
   console.log(`booked flight ${flight.id}`);
+});
+
+/** Fills a path parameter of an opened operation. */
+async function fillPath(block, name, value) {
+  const input = block.locator(`tr[data-param-name="${name}"] input`);
+  await input.waitFor();
+  await input.fill(value);
+}
+
+test("GET /api/flights/{id} in Swagger UI shows the booking's status change to CONFIRMED", { timeout: 60_000 }, async () => {
+  assert.ok(bookedId, "the first test booked a flight");
+  const block = await open("get_flight", /GET\s*\/api\/flights\/\{id\}/);
+  await fillPath(block, "id", bookedId);
+  // payment-service approves it and says so on the payment events queue: Execute
+  // again until the live response shows the new status (a few hundred ms).
+  const deadline = Date.now() + 30_000;
+  let flight;
+  for (;;) {
+    const { status, body } = await execute(block);
+    assert.equal(status, "200", `the live response's status (body: ${body})`);
+    flight = JSON.parse(body);
+    if (flight.status !== "PENDING_PAYMENT") break;
+    assert.ok(Date.now() < deadline, "the booking is still PENDING_PAYMENT after 30 s");
+    await page.waitForTimeout(300);
+  }
+  await screenshot(block, "swagger-get-flight-confirmed.png");
+  assert.equal(flight.status, "CONFIRMED", `the booking's status (${JSON.stringify(flight)})`);
+  assert.equal(flight.payment.status, "APPROVED");
+  console.log(`flight ${bookedId}: PENDING_PAYMENT -> CONFIRMED, payment ${flight.payment.id}`);
+});
+
+test("POST /api/flights/{id}/cancel in Swagger UI cancels the booking: live 200, CANCELLED", { timeout: 60_000 }, async () => {
+  assert.ok(bookedId, "the first test booked a flight");
+  const block = await open("cancel_flight", /POST\s*\/api\/flights\/\{id\}\/cancel/);
+  await fillPath(block, "id", bookedId);
+  const { status, body } = await execute(block);
+  await screenshot(block, "swagger-post-cancel.png");
+  assert.equal(status, "200", `the live response's status (body: ${body})`);
+  const flight = JSON.parse(body);
+  assert.equal(flight.id, bookedId);
+  assert.equal(flight.status, "CANCELLED");
+  assert.match(flight.cancelledAt, /^\d{4}-/, "the cancellation's time is shown");
+  console.log(`flight ${bookedId}: CONFIRMED -> CANCELLED`);
 });
 
 test("Swagger UI works under its Content-Security-Policy: nothing blocked", async () => {

@@ -1,5 +1,4 @@
 use booking_service::config::Config;
-use booking_service::startup::Application;
 use clap::Parser;
 
 #[tokio::main]
@@ -10,7 +9,7 @@ async fn main() -> std::process::ExitCode {
     let result = async {
         // Dropped at the end: the spans not exported yet are flushed.
         let _telemetry = telemetry?;
-        let app = Application::build(config).await?;
+        let app = booking_service::startup::build(config).await?;
         app.run(shutdown).await
     }
     .await;

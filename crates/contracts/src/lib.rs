@@ -2,6 +2,19 @@
 //! event type at one version ([`outbox::Event`]); a change that is not
 //! backwards compatible is a new type with the next version, published next to
 //! the old one until every consumer reads it.
+//!
+//! | event | aggregate | published by | consumed by | queue |
+//! |---|---|---|---|---|
+//! | [`FlightBookedV1`] | `flight` (the booking) | booking-service | payment-service | `bookings.fifo` |
+//! | [`FlightCancelledV1`] | `flight` | booking-service | payment-service | `bookings.fifo` |
+//! | [`PaymentApprovedV1`] | `payment` | payment-service | booking-service | `payment-events.fifo` |
+//! | [`PaymentDeclinedV1`] | `payment` | payment-service | booking-service | `payment-events.fifo` |
+//! | [`PaymentRefundedV1`] | `payment` | payment-service | booking-service | `payment-events.fifo` |
+//!
+//! Events of one aggregate carry consecutive sequence numbers (the envelope's
+//! `sequence`) and are applied in that order: a booking's `FlightCancelled`
+//! (sequence 2) is never applied before its `FlightBooked` (1), a payment's
+//! `PaymentRefunded` (2) never before its `PaymentApproved` (1).
 
 #![warn(missing_docs)]
 
@@ -50,6 +63,86 @@ impl Event for FlightBookedV1 {
     const AGGREGATE_TYPE: &'static str = "flight";
 }
 
+/// `FlightCancelled` v1: a booking was cancelled (while its payment was pending,
+/// or after it was approved); an approved payment is to be refunded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlightCancelledV1 {
+    /// The booking (the aggregate of its `FlightBooked`).
+    pub flight_id: Uuid,
+    /// When it was cancelled.
+    pub cancelled_at: DateTime<Utc>,
+}
+
+impl Event for FlightCancelledV1 {
+    const TYPE: &'static str = "FlightCancelled";
+    const VERSION: i32 = 1;
+    const AGGREGATE_TYPE: &'static str = "flight";
+}
+
+/// `PaymentApproved` v1: the booking's fare was charged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentApprovedV1 {
+    /// The payment (the aggregate: one per booking).
+    pub payment_id: Uuid,
+    /// The booking it pays for.
+    pub flight_id: Uuid,
+    /// What was charged.
+    pub amount: Money,
+    /// When it was approved.
+    pub approved_at: DateTime<Utc>,
+}
+
+impl Event for PaymentApprovedV1 {
+    const TYPE: &'static str = "PaymentApproved";
+    const VERSION: i32 = 1;
+    const AGGREGATE_TYPE: &'static str = "payment";
+}
+
+/// `PaymentDeclined` v1: the booking's fare was not charged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentDeclinedV1 {
+    /// The payment (the aggregate).
+    pub payment_id: Uuid,
+    /// The booking it was for.
+    pub flight_id: Uuid,
+    /// What was asked for.
+    pub amount: Money,
+    /// Why it was declined.
+    pub reason: String,
+    /// When it was declined.
+    pub declined_at: DateTime<Utc>,
+}
+
+impl Event for PaymentDeclinedV1 {
+    const TYPE: &'static str = "PaymentDeclined";
+    const VERSION: i32 = 1;
+    const AGGREGATE_TYPE: &'static str = "payment";
+}
+
+/// `PaymentRefunded` v1: an approved payment was paid back, because its booking
+/// was cancelled. Always after the payment's `PaymentApproved`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRefundedV1 {
+    /// The payment (the aggregate).
+    pub payment_id: Uuid,
+    /// The booking it was for.
+    pub flight_id: Uuid,
+    /// What was paid back: the whole amount charged.
+    pub amount: Money,
+    /// When it was refunded.
+    pub refunded_at: DateTime<Utc>,
+}
+
+impl Event for PaymentRefundedV1 {
+    const TYPE: &'static str = "PaymentRefunded";
+    const VERSION: i32 = 1;
+    const AGGREGATE_TYPE: &'static str = "payment";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +155,7 @@ mod tests {
             event_version: 1,
             aggregate_type: "flight".into(),
             aggregate_id: Uuid::nil(),
+            sequence: Some(1),
             occurred_at: DateTime::from_timestamp(0, 0).unwrap(),
             traceparent: None,
             payload: serde_json::json!({
@@ -97,5 +191,68 @@ mod tests {
             bad.decode::<FlightBookedV1>(),
             Err(ContractError::BadPayload { .. })
         ));
+    }
+
+    /// The wire names are the contract: camelCase fields, the documented types.
+    #[test]
+    fn the_saga_events_have_their_documented_shape() {
+        let at = DateTime::from_timestamp(0, 0).unwrap();
+        let money = Money {
+            amount: 9900,
+            currency: "EUR".into(),
+        };
+        let cancelled = serde_json::to_value(FlightCancelledV1 {
+            flight_id: Uuid::nil(),
+            cancelled_at: at,
+        })
+        .unwrap();
+        assert_eq!(
+            cancelled,
+            serde_json::json!({"flightId": Uuid::nil(), "cancelledAt": "1970-01-01T00:00:00Z"})
+        );
+        let approved = serde_json::to_value(PaymentApprovedV1 {
+            payment_id: Uuid::nil(),
+            flight_id: Uuid::nil(),
+            amount: money.clone(),
+            approved_at: at,
+        })
+        .unwrap();
+        assert_eq!(
+            approved,
+            serde_json::json!({"paymentId": Uuid::nil(), "flightId": Uuid::nil(),
+                "amount": {"amount": 9900, "currency": "EUR"}, "approvedAt": "1970-01-01T00:00:00Z"})
+        );
+        let declined = serde_json::to_value(PaymentDeclinedV1 {
+            payment_id: Uuid::nil(),
+            flight_id: Uuid::nil(),
+            amount: money.clone(),
+            reason: "too much".into(),
+            declined_at: at,
+        })
+        .unwrap();
+        assert_eq!(declined["reason"], "too much");
+        assert_eq!(declined["declinedAt"], "1970-01-01T00:00:00Z");
+        let refunded = serde_json::to_value(PaymentRefundedV1 {
+            payment_id: Uuid::nil(),
+            flight_id: Uuid::nil(),
+            amount: money,
+            refunded_at: at,
+        })
+        .unwrap();
+        assert_eq!(refunded["refundedAt"], "1970-01-01T00:00:00Z");
+        assert_eq!(
+            [
+                (FlightCancelledV1::TYPE, FlightCancelledV1::AGGREGATE_TYPE),
+                (PaymentApprovedV1::TYPE, PaymentApprovedV1::AGGREGATE_TYPE),
+                (PaymentDeclinedV1::TYPE, PaymentDeclinedV1::AGGREGATE_TYPE),
+                (PaymentRefundedV1::TYPE, PaymentRefundedV1::AGGREGATE_TYPE),
+            ],
+            [
+                ("FlightCancelled", "flight"),
+                ("PaymentApproved", "payment"),
+                ("PaymentDeclined", "payment"),
+                ("PaymentRefunded", "payment"),
+            ]
+        );
     }
 }

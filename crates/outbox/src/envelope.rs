@@ -24,6 +24,14 @@ pub struct EventEnvelope {
     pub aggregate_type: String,
     /// The entity the event is about; events of one aggregate are delivered in order.
     pub aggregate_id: Uuid,
+    /// The event's position among its aggregate's events: 1, 2, 3… without gaps,
+    /// assigned by [`crate::store::enqueue`] in the writer's transaction. A
+    /// consumer applies an aggregate's events only in this order (see
+    /// [`crate::consumer`]). Absent in events written before sequences existed;
+    /// those are applied unchecked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(example = 1))]
+    pub sequence: Option<i64>,
     /// When the event was written to the outbox.
     pub occurred_at: DateTime<Utc>,
     /// W3C `traceparent` of the request that caused the event, when known.
@@ -168,6 +176,7 @@ mod tests {
             event_version: 1,
             aggregate_type: "ticket".into(),
             aggregate_id: Uuid::nil(),
+            sequence: Some(1),
             occurred_at: DateTime::from_timestamp(0, 0).unwrap(),
             traceparent: None,
             payload: serde_json::json!({"seat": "12A"}),
@@ -182,6 +191,15 @@ mod tests {
             "{json}"
         );
         assert_eq!(EventEnvelope::parse(&json).unwrap(), sample());
+    }
+
+    #[test]
+    fn an_envelope_without_a_sequence_still_parses() {
+        let mut old = serde_json::to_value(sample()).unwrap();
+        old.as_object_mut().unwrap().remove("sequence");
+        let parsed = EventEnvelope::parse(&old.to_string()).unwrap();
+        assert_eq!(parsed.sequence, None);
+        assert!(!serde_json::to_string(&parsed).unwrap().contains("sequence"));
     }
 
     #[test]

@@ -49,8 +49,11 @@ pub trait Handler: Send + Sync + 'static {
     /// Applies the event on `tx`, the consumer's transaction, in which its id
     /// is already recorded as new in the inbox. `Duplicate` when the effect
     /// turns out to exist already (a second event for one booking, say). An
-    /// error rolls the whole receive back, to be retried after the visibility
-    /// timeout.
+    /// error rolls the message back, to be retried after the visibility
+    /// timeout; a [`Poison`] error (`Err(Poison { .. }.into())`) says the
+    /// database shows it can never be applied (it names an entity that does
+    /// not exist, say): it is rolled back and dead-lettered like poison found
+    /// by `decode`.
     fn apply(
         &self,
         tx: &mut PgConnection,

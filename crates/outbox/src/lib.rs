@@ -111,6 +111,10 @@
 //!   if SQS refuses entry *n* of a batch and accepts *n+1*, *n+1* arrives first;
 //!   [`relay::RelayConfigBuilder::run_size`]`(1)` removes it. Standard queues keep
 //!   no order at all.
+//! - **Sequence numbers.** [`store::enqueue`] numbers each aggregate's events
+//!   1, 2, 3… in the writer's transaction; the consumer applies an aggregate's
+//!   events only in that order, skips old copies, and dead-letters an event that
+//!   arrives out of sequence (counted, logged) instead of applying it.
 //! - **Replicas.** Any number of relays may run against one database: they
 //!   claim per aggregate with leases and never wait on each other.
 //! - **The inbox** makes the *effect* exactly-once: the event id is recorded in

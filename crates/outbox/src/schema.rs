@@ -2,7 +2,8 @@
 //! crate, embedded at compile time).
 //!
 //! Everything lives in the PostgreSQL schema `outbox` (`outbox.event`,
-//! `outbox.lane`, `outbox.inbox`), and the migrator keeps its history in
+//! `outbox.lane`, `outbox.aggregate_sequence` on the writer's side;
+//! `outbox.inbox`, `outbox.inbox_position` on the consumer's), and the migrator keeps its history in
 //! `outbox._sqlx_migrations`. So the crate's tables never collide with the
 //! service's, and the service's own `sqlx` migrator (default table
 //! `_sqlx_migrations`) and this one never see each other's history. The names

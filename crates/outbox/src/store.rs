@@ -1,4 +1,4 @@
-//! The outbox table and its lanes (`migrations/booking`). Writers call
+//! The outbox table and its lanes (this crate's `migrations/`). Writers call
 //! [`enqueue`] inside their own transaction; everything else here belongs to the
 //! relay and to the operator endpoints.
 //!
@@ -44,14 +44,31 @@ pub const MAX_EVENT_BYTES: usize = 255 * 1024;
 
 /// Writes `event` to the outbox on the caller's connection — pass the business
 /// transaction (`&mut *tx`) so the event commits or rolls back with the change.
+///
+/// The event gets the next sequence number of its aggregate (1, 2, 3…, the
+/// envelope's `sequence`). Taking it locks the aggregate's sequence row until the
+/// caller commits: writers of one aggregate serialise, so sequence order is
+/// commit order, and a rollback gives the number back (no gaps).
 #[tracing::instrument(skip_all, fields(event_type = event.event_type, aggregate_id = %event.aggregate_id))]
 pub async fn enqueue(conn: &mut PgConnection, event: NewEvent) -> Result<EventEnvelope, Error> {
+    let sequence = sqlx::query_scalar!(
+        r#"insert into outbox.aggregate_sequence as s (aggregate_type, aggregate_id, last)
+           values ($1, $2, 1)
+           on conflict (aggregate_type, aggregate_id) do update set last = s.last + 1
+           returning last"#,
+        event.aggregate_type,
+        event.aggregate_id,
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .db("Failed to take the aggregate's next sequence number")?;
     let envelope = EventEnvelope {
         event_id: Uuid::now_v7(),
         event_type: event.event_type.to_owned(),
         event_version: event.event_version,
         aggregate_type: event.aggregate_type.to_owned(),
         aggregate_id: event.aggregate_id,
+        sequence: Some(sequence),
         occurred_at: Utc::now(),
         traceparent: event.traceparent,
         payload: event.payload,

@@ -55,6 +55,7 @@ fn event() -> EventEnvelope {
         event_version: 1,
         aggregate_type: "flight".into(),
         aggregate_id: flight_id,
+        sequence: Some(1),
         occurred_at: chrono::Utc::now(),
         traceparent: None,
         payload: serde_json::to_value(payload).expect("serialisable"),

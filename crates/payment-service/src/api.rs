@@ -17,9 +17,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 use uuid::Uuid;
 
-use std::sync::Mutex;
-
-use outbox::consumer::ConsumerStatus;
 use outbox::sqs::{Queue, Redrive};
 use serde::Deserialize;
 use service_kit::admin::{AdminToken, Operator, SecurityAddon};
@@ -30,9 +27,9 @@ use crate::payments::{self, Payment};
 pub struct AppState {
     pub pool: PgPool,
     pub registry: Arc<Registry>,
-    /// The consumer's status and pool, when it runs in this process.
-    pub consumer: Option<Arc<Mutex<ConsumerStatus>>>,
-    pub consumer_pool: Option<PgPool>,
+    pub relay_metrics: outbox::metrics::RelayMetrics,
+    /// The parts this process runs (relay, consumer, pools), for `/health/status`.
+    pub parts: service_kit::status::Parts,
     /// The queue consumed (for the DLQ redrive), when configured.
     pub queue: Option<Queue>,
     pub admin: AdminToken,
@@ -43,13 +40,16 @@ pub struct AppState {
     info(
         title = "payment-service",
         description = "Records one payment per booked flight, consuming FlightBooked events from SQS \
-                       idempotently (inbox + payment in one transaction). \n\n\
+                       idempotently (inbox + payment + its PaymentApproved or PaymentDeclined event \
+                       in one transaction), and refunds an approved payment when its booking is \
+                       cancelled (FlightCancelled; PaymentRefunded). Its events go back to \
+                       booking-service on a second queue, through its own outbox and relay. \n\n\
                        Run locally with `scripts/run.sh`: booking-service's Swagger UI is then \
                        [http://127.0.0.1:8080/swagger-ui/index.html](http://127.0.0.1:8080/swagger-ui/index.html); \
                        the project's README.md explains the whole story.",
         license(name = "MIT")
     ),
-    tags((name = "payments", description = "Payments recorded from FlightBooked events"), (name = "health"),
+    tags((name = "payments", description = "Payments recorded from FlightBooked events, refunded on FlightCancelled"), (name = "health"),
          (name = "operator", description = "Operator actions; need `Authorization: Bearer <ADMIN_TOKEN>` (Swagger UI's \"Authorize\"), as does listing all payments")),
     modifiers(&SecurityAddon)
 )]
@@ -87,8 +87,12 @@ pub fn router(state: AppState, http: &service_kit::config::HttpArgs) -> Router {
     service_kit::http::with_common_layers(app, http)
 }
 
-async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
-    service_kit::http::render_metrics(&registry)
+/// Prometheus metrics; the outbox backlog gauges are read from the table now.
+async fn metrics(State(state): State<AppState>) -> Response {
+    if let Err(e) = state.relay_metrics.refresh(&state.pool).await {
+        tracing::warn!(error = %e, "failed to refresh outbox gauges");
+    }
+    service_kit::http::render_metrics(&state.registry)
 }
 
 /// A page of payments, newest first.
@@ -144,38 +148,14 @@ pub async fn get_payment(
 
 /// Status of every part
 ///
-/// The database and its pools and the consumer (running, its circuit
-/// breaker, its last receive, the queue's redrive threshold); no relay in this
-/// service: why payments are not being recorded, at a glance.
+/// The database and its pools, the consumer of booking events (running, its
+/// circuit breaker, its last receive, the queue's redrive threshold) and the
+/// relay of payment events (running, SQS reachable, last publish, backlog): why
+/// payments are not being recorded or announced, at a glance.
 #[utoipa::path(get, path = "/health/status", tag = "health",
     responses((status = 200, description = "Each part's state; `degraded` lists the problems", body = service_kit::status::Status)))]
 pub async fn status(State(state): State<AppState>) -> Json<service_kit::status::Status> {
-    use service_kit::status::{self, ConsumerStatus, RelayStatus, Status};
-    let mut pools = vec![("http", &state.pool)];
-    if let Some(consumer_pool) = &state.consumer_pool {
-        pools.push(("consumer", consumer_pool));
-    }
-    let database = status::database(&pools).await;
-    let consumer = match &state.consumer {
-        None => ConsumerStatus::default(),
-        Some(consumer) => {
-            let c = consumer.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            ConsumerStatus {
-                configured: true,
-                running: Some(c.running),
-                breaker: Some(c.breaker),
-                breaker_open_since: c.breaker_open_since,
-                last_receive_at: c.last_receive_at,
-                max_receive_count: c.max_receive_count,
-            }
-        }
-    };
-    Json(Status::new(
-        "payment-service",
-        database,
-        RelayStatus::default(),
-        consumer,
-    ))
+    Json(service_kit::status::report("payment-service", &state.parts).await)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -1,6 +1,5 @@
 use clap::Parser;
 use payment_service::config::Config;
-use payment_service::startup::Application;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -10,7 +9,7 @@ async fn main() -> std::process::ExitCode {
     let result = async {
         // Dropped at the end: the spans not exported yet are flushed.
         let _telemetry = telemetry?;
-        let app = Application::build(config).await?;
+        let app = payment_service::startup::build(config).await?;
         app.run(shutdown).await
     }
     .await;

@@ -1,4 +1,7 @@
-//! Payments: the deterministic rule that decides them, and their SQL.
+//! Payments: the deterministic rule that decides them, their lifecycle
+//! (`APPROVED` or `DECLINED`, then `REFUNDED` for an approved one whose booking
+//! was cancelled), and their SQL. Functions that write take the consumer's
+//! transaction.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -41,6 +44,18 @@ pub fn decide(event: &FlightBookedV1, decline_above: i64) -> (Outcome, Option<St
     }
 }
 
+/// Where a payment stands now.
+///
+/// `APPROVED`: charged. `DECLINED`: not charged (final). `REFUNDED`: charged,
+/// then paid back because its booking was cancelled (final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Approved,
+    Declined,
+    Refunded,
+}
+
 /// A recorded payment.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -55,11 +70,17 @@ pub struct Payment {
     pub amount: i64,
     #[schema(example = "EUR")]
     pub currency: String,
+    /// What was decided when the booking arrived (a refund does not change it).
     pub outcome: Outcome,
+    pub status: Status,
     /// Why it was declined.
     pub reason: Option<String>,
     pub booked_at: DateTime<Utc>,
+    /// When it was decided.
     pub processed_at: DateTime<Utc>,
+    /// When it was refunded, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded_at: Option<DateTime<Utc>>,
 }
 
 struct PaymentRow {
@@ -69,9 +90,11 @@ struct PaymentRow {
     amount: i64,
     currency: String,
     outcome: String,
+    status: String,
     reason: Option<String>,
     booked_at: DateTime<Utc>,
     processed_at: DateTime<Utc>,
+    refunded_at: Option<DateTime<Utc>>,
 }
 
 impl From<PaymentRow> for Payment {
@@ -87,27 +110,37 @@ impl From<PaymentRow> for Payment {
             } else {
                 Outcome::Approved
             },
+            // The table's check constraint allows these three only.
+            status: match r.status.as_str() {
+                "REFUNDED" => Status::Refunded,
+                "DECLINED" => Status::Declined,
+                _ => Status::Approved,
+            },
             reason: r.reason,
             booked_at: r.booked_at,
             processed_at: r.processed_at,
+            refunded_at: r.refunded_at,
         }
     }
 }
 
-/// Records the payment for `event` on the caller's transaction. `false` when the
-/// flight already has a payment (a second event for one booking): the unique
-/// constraint on `flight_id` backs the inbox up.
+/// Records the payment for `event` on the caller's transaction and returns it.
+/// `None` when the flight already has a payment (a second event for one
+/// booking): the unique constraint on `flight_id` backs the inbox up.
 pub async fn record(
     conn: &mut PgConnection,
     event_id: Uuid,
     event: &FlightBookedV1,
     outcome: Outcome,
     reason: Option<&str>,
-) -> anyhow::Result<bool> {
-    let inserted = sqlx::query!(
-        r#"insert into payment (id, flight_id, event_id, amount, currency, outcome, reason, booked_at)
-           values ($1, $2, $3, $4, $5, $6, $7, $8)
-           on conflict (flight_id) do nothing"#,
+) -> anyhow::Result<Option<Payment>> {
+    let row = sqlx::query_as!(
+        PaymentRow,
+        r#"insert into payment (id, flight_id, event_id, amount, currency, outcome, status, reason, booked_at)
+           values ($1, $2, $3, $4, $5, $6, $6, $7, $8)
+           on conflict (flight_id) do nothing
+           returning id, flight_id, event_id, amount, currency as "currency!", outcome, status,
+                     reason, booked_at, processed_at, refunded_at"#,
         Uuid::now_v7(),
         event.flight_id,
         event_id,
@@ -117,16 +150,66 @@ pub async fn record(
         reason,
         event.booked_at,
     )
-    .execute(conn)
+    .fetch_optional(conn)
     .await
     .context("Failed to record the payment")?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(row.map(Payment::from))
+}
+
+/// What [`refund`] found.
+#[derive(Debug)]
+pub enum Refund {
+    /// Approved, now refunded: announce it in the same transaction.
+    Refunded(Payment),
+    /// Declined: nothing was charged, nothing to refund.
+    NothingCharged(Payment),
+    /// Refunded before: no second refund.
+    AlreadyRefunded(Payment),
+    /// No payment for this flight.
+    NoPayment,
+}
+
+/// Refunds the payment of `flight_id` on the caller's transaction, if it was
+/// approved. The payment's row is locked first, so a refund happens once
+/// however often it is asked for.
+pub async fn refund(conn: &mut PgConnection, flight_id: Uuid) -> anyhow::Result<Refund> {
+    let row = sqlx::query_as!(
+        PaymentRow,
+        r#"select id, flight_id, event_id, amount, currency as "currency!", outcome, status,
+                  reason, booked_at, processed_at, refunded_at
+           from payment where flight_id = $1 for update"#,
+        flight_id,
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .context("Failed to lock the payment")?;
+    let Some(payment) = row.map(Payment::from) else {
+        return Ok(Refund::NoPayment);
+    };
+    match payment.status {
+        Status::Declined => return Ok(Refund::NothingCharged(payment)),
+        Status::Refunded => return Ok(Refund::AlreadyRefunded(payment)),
+        Status::Approved => {}
+    }
+    let refunded = sqlx::query_as!(
+        PaymentRow,
+        r#"update payment set status = 'REFUNDED', refunded_at = now()
+           where id = $1
+           returning id, flight_id, event_id, amount, currency as "currency!", outcome, status,
+                     reason, booked_at, processed_at, refunded_at"#,
+        payment.id,
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .context("Failed to refund the payment")?;
+    Ok(Refund::Refunded(refunded.into()))
 }
 
 pub async fn find_by_flight(pool: &PgPool, flight_id: Uuid) -> anyhow::Result<Option<Payment>> {
     let row = sqlx::query_as!(
         PaymentRow,
-        r#"select id, flight_id, event_id, amount, currency as "currency!", outcome, reason, booked_at, processed_at
+        r#"select id, flight_id, event_id, amount, currency as "currency!", outcome, status,
+                  reason, booked_at, processed_at, refunded_at
            from payment where flight_id = $1"#,
         flight_id,
     )
@@ -140,7 +223,8 @@ pub async fn find_by_flight(pool: &PgPool, flight_id: Uuid) -> anyhow::Result<Op
 pub async fn list(pool: &PgPool, before: Option<Uuid>, limit: i64) -> anyhow::Result<Vec<Payment>> {
     let rows = sqlx::query_as!(
         PaymentRow,
-        r#"select id, flight_id, event_id, amount, currency as "currency!", outcome, reason, booked_at, processed_at
+        r#"select id, flight_id, event_id, amount, currency as "currency!", outcome, status,
+                  reason, booked_at, processed_at, refunded_at
            from payment
            where $1::uuid is null or id < $1
            order by id desc

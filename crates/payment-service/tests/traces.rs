@@ -104,18 +104,16 @@ async fn a_booking_and_its_payment_are_one_trace_across_both_services() {
             .unwrap();
 
     // booking-service, in this process.
-    let booking = booking_service::startup::Application::build(
-        booking_service::config::Config::parse_from([
-            "booking-service".to_owned(),
-            "--bind-addr=127.0.0.1:0".to_owned(),
-            format!(
-                "--database-url={}",
-                service_kit::testing::new_database_url("t")
-            ),
-            format!("--sqs-queue-url={queue}"),
-            "--max-connections=3".to_owned(),
-        ]),
-    )
+    let booking = booking_service::startup::build(booking_service::config::Config::parse_from([
+        "booking-service".to_owned(),
+        "--bind-addr=127.0.0.1:0".to_owned(),
+        format!(
+            "--database-url={}",
+            service_kit::testing::new_database_url("t")
+        ),
+        format!("--sqs-queue-url={queue}"),
+        "--max-connections=3".to_owned(),
+    ]))
     .await
     .unwrap();
     let booking_url = format!("http://127.0.0.1:{}", booking.port());

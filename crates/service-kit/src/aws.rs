@@ -25,9 +25,10 @@ pub fn require_region(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Asks SQS whether the queue exists: `GetQueueAttributes` for a URL
-/// (`SQS_QUEUE_URL`), `GetQueueUrl` for a name (`SQS_QUEUE_NAME`). A queue
-/// SQS says does not exist is an error naming that setting. No answer within
+/// Asks SQS whether the queue exists: `GetQueueAttributes` for a URL, `GetQueueUrl`
+/// for a name; `variables` name the two settings (`SQS_QUEUE_URL`,
+/// `SQS_QUEUE_NAME`, say). A queue SQS says does not exist is an error naming
+/// the setting used. No answer within
 /// [`QUEUE_CHECK_TIMEOUT`] (or another error) is logged once, as a WARN that
 /// ends with `meanwhile` (what the service does until SQS answers), and the
 /// service starts.
@@ -35,12 +36,15 @@ pub async fn check_queue(
     client: &Client,
     url: Option<&str>,
     name: Option<&str>,
+    (url_variable, name_variable): (&str, &str),
     meanwhile: &str,
 ) -> anyhow::Result<()> {
     let (setting, value) = match (url, name) {
-        (Some(url), _) => ("SQS_QUEUE_URL", url),
-        (None, Some(name)) => ("SQS_QUEUE_NAME", name),
-        (None, None) => anyhow::bail!("no queue configured: set SQS_QUEUE_URL or SQS_QUEUE_NAME"),
+        (Some(url), _) => (url_variable, url),
+        (None, Some(name)) => (name_variable, name),
+        (None, None) => {
+            anyhow::bail!("no queue configured: set {url_variable} or {name_variable}")
+        }
     };
     let asked = async {
         match url {

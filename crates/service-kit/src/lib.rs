@@ -1,5 +1,7 @@
 //! What every service in this workspace shares, so neither service carries a copy.
 //!
+//! - [`app`]: running a service: the HTTP API and its background parts (relay,
+//!   consumer, retention loops) under one shutdown story.
 //! - [`config`]: the database and logging settings both services read from the
 //!   environment (`DATABASE_URL` or the `PG*` parts ECS injects from Secrets Manager).
 //! - [`db`]: connecting, creating the service's database when missing, migrating
@@ -20,7 +22,8 @@
 //!   fields, objects only where structs belong, NFC text without control or
 //!   format characters), every broken rule named with its JSON pointer.
 //! - [`admin`]: operator actions behind a bearer token (`ADMIN_TOKEN`).
-//! - [`status`]: `/health/status`, each part's state in one shape for both services.
+//! - [`status`]: `/health/status`, each part's state in one shape for both services;
+//!   [`observed`]: the relay observed for it (running, last publish).
 //! - [`http`]: the health and metrics endpoints, paging, and the routers' shared
 //!   fallbacks and middleware ([`edge`]).
 //! - [`edge`]: what every request goes through: request ids, the request span and
@@ -28,8 +31,11 @@
 //!   timeout, concurrency cap, request timeout.
 //! - [`server`]: the HTTP/1.1 server: header, idle and body timeouts per
 //!   connection, hyper's own refusals as problem+json, graceful shutdown.
+//! - [`messaging`]: the `RELAY_*`, `CONSUMER_*` and queue settings.
+//! - `testing` (feature `testing`): the services' test harness.
 
 pub mod admin;
+pub mod app;
 pub mod aws;
 pub mod config;
 pub mod db;
@@ -39,10 +45,12 @@ pub mod http;
 pub mod json;
 pub mod log_json;
 pub mod messaging;
+pub mod observed;
 pub mod problem;
 pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod trace;

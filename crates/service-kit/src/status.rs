@@ -2,9 +2,9 @@
 //! both services, so an operator sees at a glance why events are waiting.
 //!
 //! `/health/ready` stays "can this process serve requests" (its database);
-//! this report covers the background parts too — the relay (booking-service),
-//! the consumer (payment-service) and the database pools — each marked
-//! `configured: false` where the service does not run it. `status` is `up`, or
+//! this report covers the background parts too — the relay, the consumer and
+//! the database pools — each marked `configured: false` where the service does
+//! not run it (both services run both, unless switched off). `status` is `up`, or
 //! `degraded` with the reasons in `problems`. Always a 200: it is a report, not
 //! a probe.
 
@@ -238,4 +238,72 @@ mod tests {
         assert_eq!(json["relay"], serde_json::json!({"configured": false}));
         assert_eq!(json["consumer"], serde_json::json!({"configured": false}));
     }
+}
+
+/// The parts a service runs, as `/health/status` reads them.
+#[derive(Clone, Default)]
+pub struct Parts {
+    /// The HTTP handlers' pool.
+    pub pool: Option<PgPool>,
+    /// The relay: its pool, its observed state and its metrics.
+    pub relay: Option<(
+        PgPool,
+        std::sync::Arc<crate::observed::RelayState>,
+        outbox::metrics::RelayMetrics,
+    )>,
+    /// The consumer: its pool and its status handle.
+    pub consumer: Option<(
+        PgPool,
+        std::sync::Arc<std::sync::Mutex<outbox::consumer::ConsumerStatus>>,
+    )>,
+}
+
+/// The status of `service` running `parts` (one shape for every service).
+pub async fn report(service: &'static str, parts: &Parts) -> Status {
+    let mut pools = Vec::new();
+    if let Some(pool) = &parts.pool {
+        pools.push(("http", pool));
+    }
+    if let Some((pool, ..)) = &parts.relay {
+        pools.push(("relay", pool));
+    }
+    if let Some((pool, _)) = &parts.consumer {
+        pools.push(("consumer", pool));
+    }
+    let database = database(&pools).await;
+    let relay = match &parts.relay {
+        None => RelayStatus::default(),
+        Some((pool, relay, metrics)) => {
+            // The backlog is the table's (every relay's); `None` when the database does not answer.
+            let stats = if database.reachable {
+                outbox::store::stats(pool).await.ok()
+            } else {
+                None
+            };
+            RelayStatus {
+                configured: true,
+                running: Some(relay.running()),
+                sqs_reachable: Some(metrics.sqs_available_now()),
+                last_publish_at: relay.last_publish_at(),
+                backlog: stats.as_ref().map(|s| s.pending),
+                parked: stats.as_ref().map(|s| s.parked),
+                oldest_pending_age_seconds: stats.map(|s| s.oldest_pending_age_seconds),
+            }
+        }
+    };
+    let consumer = match &parts.consumer {
+        None => ConsumerStatus::default(),
+        Some((_, consumer)) => {
+            let c = consumer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            ConsumerStatus {
+                configured: true,
+                running: Some(c.running),
+                breaker: Some(c.breaker),
+                breaker_open_since: c.breaker_open_since,
+                last_receive_at: c.last_receive_at,
+                max_receive_count: c.max_receive_count,
+            }
+        }
+    };
+    Status::new(service, database, relay, consumer)
 }

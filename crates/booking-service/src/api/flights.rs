@@ -1,11 +1,11 @@
 //! `/api/flights`: book a flight (flight + event in one transaction), read one,
-//! list them.
+//! list them, cancel one (status + event in one transaction).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use contracts::FlightBookedV1;
+use contracts::{FlightBookedV1, FlightCancelledV1};
 use outbox::envelope::NewEvent;
 use serde::Serialize;
 use service_kit::admin::Operator;
@@ -20,7 +20,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::JsonBody;
 use crate::domain::BookFlightRequest;
-use crate::flights::{self, Flight};
+use crate::flights::{self, Cancellation, Flight};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -135,6 +135,67 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
             )
         })?;
     Ok(Some(key.to_owned()))
+}
+
+/// Cancel a booking
+///
+/// Cancels a `PENDING_PAYMENT` or `CONFIRMED` booking: writes its status
+/// `CANCELLED` and a `FlightCancelled` event in one transaction. payment-service
+/// then refunds an approved payment (`PaymentRefunded`, shown under `payment`
+/// here once it arrives); the booking stays `CANCELLED` whatever its payment's
+/// outcome. Cancelling a cancelled booking changes nothing and answers it again
+/// (no second event); a `REJECTED` booking cannot be cancelled.
+#[utoipa::path(
+    post,
+    path = "/api/flights/{id}/cancel",
+    tag = "flights",
+    params(
+        ("id" = Uuid, Path, description = "Booking id"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context, carried to payment-service"),
+    ),
+    responses(
+        (status = 200, description = "The booking, `CANCELLED` (now, or already before)", body = Flight),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/bad-request", "title": "Malformed request", "status": 400, "detail": "id: must be a UUID", "errors": [{"field": "id", "message": "must be a UUID"}]})),
+        (status = 404, description = "No such booking", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/not-found", "title": "Not found", "status": 404, "detail": "No flight with id 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"})),
+        (status = 409, description = "The booking was rejected (its payment was declined): nothing to cancel", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/conflict", "title": "Conflict", "status": 409, "detail": "Flight 0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b is REJECTED (its payment was declined): only PENDING_PAYMENT and CONFIRMED bookings can be cancelled"})),
+        (status = 500, description = "Nothing was written", body = Problem, content_type = "application/problem+json", example = json!({"type": "/problems/internal-error", "title": "Internal server error", "status": 500, "detail": "The request could not be completed; it has been logged. Retrying is safe."})),
+    )
+)]
+#[tracing::instrument(skip_all, fields(flight_id = %id))]
+pub async fn cancel_flight(
+    State(pool): State<PgPool>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Flight>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad_field("id", "must be a UUID"))?;
+    let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
+    let flight = match flights::cancel(&mut tx, id).await? {
+        None => return Err(ApiError::NotFound(format!("No flight with id {id}"))),
+        Some(Cancellation::Rejected(_)) => {
+            return Err(ApiError::Conflict(format!(
+                "Flight {id} is REJECTED (its payment was declined): only PENDING_PAYMENT and CONFIRMED bookings can be cancelled"
+            )));
+        }
+        Some(Cancellation::AlreadyCancelled(flight)) => flight,
+        Some(Cancellation::Cancelled(flight)) => {
+            let event = FlightCancelledV1 {
+                flight_id: flight.id,
+                cancelled_at: flight.cancelled_at.unwrap_or(flight.status_changed_at),
+            };
+            let traceparent = crate::trace::traceparent(&headers);
+            let envelope = outbox::store::enqueue(
+                &mut tx,
+                NewEvent::of(flight.id, &event, Some(traceparent))?,
+            )
+            .await?;
+            tracing::info!(flight_id = %flight.id, event_id = %envelope.event_id, "flight cancelled");
+            flight
+        }
+    };
+    tx.commit()
+        .await
+        .map_err(|e| anyhow::Error::from(e).context("Failed to commit the cancellation"))?;
+    Ok(Json(flight))
 }
 
 /// Get a flight

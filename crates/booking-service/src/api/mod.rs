@@ -27,9 +27,8 @@ pub struct AppState {
     pub relay_metrics: ::outbox::metrics::RelayMetrics,
     /// The operator token (listing all bookings).
     pub admin: service_kit::admin::AdminToken,
-    /// The relay's pool and state, when it runs in this process.
-    pub relay_pool: Option<PgPool>,
-    pub relay_state: Option<Arc<crate::relay::RelayState>>,
+    /// The parts this process runs (relay, consumer, pools), for `/health/status`.
+    pub parts: service_kit::status::Parts,
 }
 
 #[derive(OpenApi)]
@@ -38,14 +37,17 @@ pub struct AppState {
         title = "booking-service",
         description = "Books flights. Each booking and its FlightBooked event are written in one \
                        PostgreSQL transaction (the transactional outbox); a relay publishes the \
-                       events to Amazon SQS, where payment-service picks them up. \n\n\
+                       events to Amazon SQS, where payment-service picks them up. Its answers \
+                       (PaymentApproved, PaymentDeclined, PaymentRefunded) come back on a second \
+                       queue and move the booking from PENDING_PAYMENT to CONFIRMED or REJECTED; \
+                       a cancellation (FlightCancelled) has an approved payment refunded. \n\n\
                        Run locally with `scripts/run.sh`: payment-service's Swagger UI is then \
                        [http://127.0.0.1:8081/swagger-ui/index.html](http://127.0.0.1:8081/swagger-ui/index.html); \
                        the project's README.md explains the whole story.",
         license(name = "MIT")
     ),
     tags(
-        (name = "flights", description = "Book and read flights; listing all of them is an operator action (`Authorization: Bearer <ADMIN_TOKEN>`, Swagger UI's \"Authorize\")"),
+        (name = "flights", description = "Book, read and cancel flights; listing all of them is an operator action (`Authorization: Bearer <ADMIN_TOKEN>`, Swagger UI's \"Authorize\")"),
         (name = "outbox", description = "Watch events waiting to be published, and resume parked ones"),
         (name = "health", description = "Liveness and readiness")
     ),
@@ -57,6 +59,7 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(flights::book_flight, flights::list_flights))
         .routes(routes!(flights::get_flight))
+        .routes(routes!(flights::cancel_flight))
         .routes(routes!(outbox::list_outbox))
         .routes(routes!(outbox::retry_event))
         .routes(routes!(service_kit::http::live))
@@ -92,43 +95,12 @@ pub fn router(state: AppState, http: &service_kit::config::HttpArgs) -> Router {
 /// Status of every part
 ///
 /// The database and its pools, the relay (running, SQS reachable, last
-/// publish, the backlog and its oldest event) and the consumer (none in this
-/// service): why events are waiting, at a glance.
+/// publish, the backlog and its oldest event) and the consumer of payment
+/// events (running, breaker, last receive): why events are waiting, at a glance.
 #[utoipa::path(get, path = "/health/status", tag = "health",
     responses((status = 200, description = "Each part's state; `degraded` lists the problems", body = service_kit::status::Status)))]
 async fn status(State(state): State<AppState>) -> axum::Json<service_kit::status::Status> {
-    use service_kit::status::{self, ConsumerStatus, RelayStatus, Status};
-    let mut pools = vec![("http", &state.pool)];
-    if let Some(relay_pool) = &state.relay_pool {
-        pools.push(("relay", relay_pool));
-    }
-    let database = status::database(&pools).await;
-    let relay = match &state.relay_state {
-        None => RelayStatus::default(),
-        Some(relay) => {
-            // The backlog is the table's (every relay's); `None` when the database does not answer.
-            let stats = if database.reachable {
-                ::outbox::store::stats(&state.pool).await.ok()
-            } else {
-                None
-            };
-            RelayStatus {
-                configured: true,
-                running: Some(relay.running()),
-                sqs_reachable: Some(state.relay_metrics.sqs_available_now()),
-                last_publish_at: relay.last_publish_at(),
-                backlog: stats.as_ref().map(|s| s.pending),
-                parked: stats.as_ref().map(|s| s.parked),
-                oldest_pending_age_seconds: stats.map(|s| s.oldest_pending_age_seconds),
-            }
-        }
-    };
-    axum::Json(Status::new(
-        "booking-service",
-        database,
-        relay,
-        ConsumerStatus::default(),
-    ))
+    axum::Json(service_kit::status::report("booking-service", &state.parts).await)
 }
 
 /// Prometheus metrics; the backlog gauges are read from the outbox table now.

@@ -122,10 +122,7 @@ async fn a_relay_pool_too_small_for_its_workers_is_refused_at_start() {
         "--relay-workers=4",
         "--relay-database-max-connections=5",
     ]);
-    let err = booking_service::startup::Application::build(config)
-        .await
-        .err()
-        .unwrap();
+    let err = booking_service::startup::build(config).await.err().unwrap();
     let message = format!("{err:#}");
     assert!(
         message.contains("RELAY_DATABASE_MAX_CONNECTIONS") && message.contains("RELAY_WORKERS"),

@@ -9,7 +9,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, assert_problem, eventually, sample_body, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Bookings, TestApp, assert_problem, eventually, sample_body, spawn_app, spawn_app_with,
+};
 
 /// A response read off a raw connection.
 #[derive(Debug)]

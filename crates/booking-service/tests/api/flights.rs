@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{assert_problem, sample_body, spawn_app};
+use crate::helpers::{Bookings, assert_problem, sample_body, spawn_app};
 
 #[tokio::test]
 async fn booking_the_aws_sample_body_writes_the_flight_and_its_event() {
@@ -19,7 +19,7 @@ async fn booking_the_aws_sample_body_writes_the_flight_and_its_event() {
     assert_eq!(flight["departureAirport"], "Paris");
     assert_eq!(flight["arrivalAirport"], "London");
     assert_eq!(flight["departureDateTime"], "2023-09-01T08:00:00Z");
-    assert_eq!(flight["status"], "BOOKED");
+    assert_eq!(flight["status"], "PENDING_PAYMENT");
     assert_eq!(flight["fare"], json!({"amount": 9900, "currency": "EUR"}));
     assert!(flight["createdAt"].is_string());
 

@@ -3,16 +3,12 @@ use std::time::Duration;
 pub use service_kit::testing::eventually;
 
 use booking_service::config::Config;
-use booking_service::startup::Application;
 use clap::Parser;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// The operator token of the test apps (unless a test gives its own
-/// `--admin-token`).
-pub const ADMIN_TOKEN: &str = "test-operator-token";
+pub use service_kit::testing::ADMIN_TOKEN;
 
 pub fn sample_body() -> Value {
     json!({
@@ -23,20 +19,9 @@ pub fn sample_body() -> Value {
     })
 }
 
-pub struct TestApp {
-    pub address: String,
-    /// The HTTP handlers' pool.
-    pub pool: PgPool,
-    /// The relay's pool (when the relay runs).
-    pub relay_pool: Option<PgPool>,
-    pub database_url: String,
-    pub client: reqwest::Client,
-    pub queue_url: Option<String>,
-    shutdown: CancellationToken,
-    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
+pub use service_kit::testing::TestApp;
 
-/// An app with the relay off: events stay in the outbox.
+/// An app with the relay and the consumer off: events stay in the outbox.
 pub async fn spawn_app() -> TestApp {
     spawn_with(None, &[]).await
 }
@@ -55,6 +40,23 @@ pub async fn spawn_app_with_queue(name: &str, extra: &[&str]) -> TestApp {
     spawn_with(Some(url), extra).await
 }
 
+/// An app with the relay off (its events stay in the outbox, to be read) and its
+/// consumer on a payment events queue of its own, with a DLQ after 3 receives;
+/// returns it with the queue's and the DLQ's URLs.
+pub async fn spawn_consuming_app() -> (TestApp, String, String) {
+    let (queue, dlq) = service_kit::testing::queue_with_dlq("payment-events", 3, 2).await;
+    let app = spawn_with(
+        None,
+        &[
+            &format!("--payment-events-queue-url={queue}"),
+            "--consumer-wait-time=1s",
+            "--consumer-visibility-timeout=2s",
+        ],
+    )
+    .await;
+    (app, queue, dlq)
+}
+
 /// An app on an existing database (several replicas on one database).
 pub async fn spawn_replica(
     database_url: &str,
@@ -65,95 +67,84 @@ pub async fn spawn_replica(
 }
 
 async fn spawn_with(queue_url: Option<String>, extra: &[&str]) -> TestApp {
-    service_kit::telemetry::init_for_tests();
     let database_url = service_kit::testing::new_database_url("t");
     start(database_url, queue_url, extra).await
 }
 
-async fn start(database_url: String, queue_url: Option<String>, extra: &[&str]) -> TestApp {
+/// booking-service's arguments for a test: port 0, `database_url`, 5
+/// connections, the relay on `queue_url` (off without one), the consumer off
+/// unless `extra` names a payment events queue; then `extra`.
+pub fn booking_args(database_url: &str, queue_url: Option<&str>, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "booking-service".to_owned(),
         "--bind-addr=127.0.0.1:0".to_owned(),
         format!("--database-url={database_url}"),
-        "--max-connections=5".to_owned(),
     ];
-    match &queue_url {
+    if !extra.iter().any(|a| a.starts_with("--max-connections")) {
+        args.push("--max-connections=5".to_owned());
+    }
+    match queue_url {
         Some(url) => args.push(format!("--sqs-queue-url={url}")),
         None => args.push("--relay-enabled=false".to_owned()),
     }
     if !extra.iter().any(|a| a.starts_with("--admin-token")) {
         args.push(format!("--admin-token={ADMIN_TOKEN}"));
     }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let config = Config::parse_from(args);
-    let app = Application::build(config)
-        .await
-        .expect("the application builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let pool = app.pool().clone();
-    let relay_pool = app.relay_pool().cloned();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run(shutdown.clone()));
-    TestApp {
-        address,
-        pool,
-        relay_pool,
-        database_url,
-        client: reqwest::Client::new(),
-        queue_url,
-        shutdown,
-        handle: Some(handle),
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--payment-events-queue"))
+    {
+        args.push("--consumer-enabled=false".to_owned());
     }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
-impl TestApp {
-    pub async fn book(&self, body: &Value) -> reqwest::Response {
-        self.client
-            .post(format!("{}/api/flights", self.address))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+async fn start(database_url: String, queue_url: Option<String>, extra: &[&str]) -> TestApp {
+    let config = Config::parse_from(booking_args(&database_url, queue_url.as_deref(), extra));
+    let app = booking_service::startup::build(config)
+        .await
+        .expect("the application builds");
+    TestApp::spawn(app, database_url, queue_url)
+}
+
+/// What tests do with booking-service.
+pub trait Bookings {
+    /// `POST /api/flights` with `body`.
+    async fn book(&self, body: &Value) -> reqwest::Response;
+    /// Books the sample flight and returns its id.
+    async fn book_sample(&self) -> Uuid;
+    /// `POST /api/flights/{id}/cancel`.
+    async fn cancel(&self, id: Uuid) -> reqwest::Response;
+    /// `GET /api/flights/{id}`, which must answer 200.
+    async fn flight(&self, id: Uuid) -> Value;
+    /// (flights, outbox rows)
+    async fn counts(&self) -> (i64, i64);
+}
+
+impl Bookings for TestApp {
+    async fn book(&self, body: &Value) -> reqwest::Response {
+        self.post("/api/flights", Some(body)).await
     }
 
-    /// Books the sample flight and returns its id.
-    pub async fn book_sample(&self) -> Uuid {
+    async fn book_sample(&self) -> Uuid {
         let response = self.book(&sample_body()).await;
         assert_eq!(response.status(), 201);
         let body: Value = response.json().await.unwrap();
         body["id"].as_str().unwrap().parse().unwrap()
     }
 
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .unwrap()
+    async fn cancel(&self, id: Uuid) -> reqwest::Response {
+        self.post(&format!("/api/flights/{id}/cancel"), None).await
     }
 
-    /// POST without a body, with the operator token (an operator action).
-    pub async fn post_as_operator(&self, path: &str) -> reqwest::Response {
-        self.client
-            .post(format!("{}{path}", self.address))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
+    async fn flight(&self, id: Uuid) -> Value {
+        let response = self.get(&format!("/api/flights/{id}")).await;
+        assert_eq!(response.status(), 200, "GET /api/flights/{id}");
+        response.json().await.unwrap()
     }
 
-    /// GET with the operator token (the listings are operator actions).
-    pub async fn get_as_operator(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// (flights, outbox rows)
-    pub async fn counts(&self) -> (i64, i64) {
+    async fn counts(&self) -> (i64, i64) {
         let flights: i64 = sqlx::query_scalar("select count(*) from flight")
             .fetch_one(&self.pool)
             .await
@@ -163,20 +154,6 @@ impl TestApp {
             .await
             .unwrap();
         (flights, events)
-    }
-
-    /// Stops the app as SIGTERM would, and waits for it.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(handle) = self.handle.take() {
-            handle.await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 

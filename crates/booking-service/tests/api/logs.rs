@@ -43,6 +43,7 @@ async fn json_logs_name_the_request_on_every_line_and_end_it_with_an_access_line
         .env("DATABASE_URL", service_kit::testing::new_database_url("t"))
         .env("BIND_ADDR", "127.0.0.1:0")
         .env("RELAY_ENABLED", "false")
+        .env("CONSUMER_ENABLED", "false")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())

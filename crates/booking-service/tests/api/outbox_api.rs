@@ -1,6 +1,6 @@
 use serde_json::Value;
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{Bookings, assert_problem, spawn_app};
 
 #[tokio::test]
 async fn unpublished_events_are_listed_oldest_first_with_their_state() {

@@ -94,3 +94,62 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test]
+async fn bookings_made_before_the_lifecycle_wait_for_their_payment() {
+    let url = service_kit::testing::new_database_url("upgrade");
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    service_kit::db::ensure_database(&options).await.unwrap();
+    let pool = PgPoolOptions::new().connect_with(options).await.unwrap();
+    // The previous release: the crate's first migration, and booking's first three.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    service_kit::testing::migrate_partly(
+        &pool,
+        &root.join("crates/outbox/migrations"),
+        &["20261203000001_outbox_schema.sql"],
+        true,
+    )
+    .await
+    .unwrap();
+    service_kit::testing::migrate_partly(
+        &pool,
+        &root.join("migrations/booking"),
+        &[
+            "20261122000001_flight_and_outbox.sql",
+            "20261202000001_outbox_lanes.sql",
+            "20261203000001_outbox_moves_to_crate_schema.sql",
+        ],
+        false,
+    )
+    .await
+    .unwrap();
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into flight (id, departure_airport, arrival_airport, departure_at, arrival_at, fare_amount, fare_currency, created_at)
+         values ($1, 'Paris', 'London', now(), now() + interval '1 hour', 9900, 'EUR', now() - interval '1 day')",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let old_status: String = sqlx::query_scalar("select status from flight")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(old_status, "BOOKED");
+
+    service_kit::db::migrate(&pool, &migrators()).await.unwrap();
+
+    let (status, changed_at, created_at): (
+        String,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    ) = sqlx::query_as("select status, status_changed_at, created_at from flight where id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "PENDING_PAYMENT");
+    assert_eq!(changed_at, created_at);
+    pool.close().await;
+}

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, sample_body, spawn_app};
+use crate::helpers::{Bookings, TestApp, assert_problem, sample_body, spawn_app};
 
 fn with(field: &str, value: Value) -> Value {
     let mut body = sample_body();

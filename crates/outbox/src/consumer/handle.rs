@@ -1,8 +1,9 @@
 //! Step 2, handle: decode every message without I/O (poison never touches the
 //! database), then record the receive in the inbox and apply each new event, in
-//! receive order, in one transaction.
+//! receive order, in one transaction; on a FIFO queue, only the next event of
+//! its aggregate (its sequence number is the last applied + 1).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use sqlx::{Connection, PgConnection};
@@ -11,7 +12,7 @@ use super::{Consumer, Disposition, Received};
 use crate::envelope::EventEnvelope;
 use crate::error::{DbContext, Error};
 use crate::handler::{Handled, Handler, HandlerError, Poison};
-use crate::inbox;
+use crate::inbox::{self, AggregateKey};
 
 impl<H: Handler> Consumer<H> {
     /// The transactional half of handling a receive: records and applies every
@@ -32,9 +33,14 @@ impl<H: Handler> Consumer<H> {
                 }
             };
             match applied {
-                Ok(applied) => {
-                    for (i, outcome) in applied {
+                Ok(committed) => {
+                    for (i, outcome) in committed.applied {
                         outcomes[i] = Some(outcome);
+                    }
+                    for (i, expected, received) in committed.out_of_sequence {
+                        let envelope =
+                            &decoded.iter().find(|(j, _, _)| *j == i).expect("decoded").1;
+                        self.out_of_sequence(&messages[i], envelope, expected, received);
                     }
                 }
                 Err(e) => {
@@ -114,7 +120,7 @@ impl<H: Handler> Consumer<H> {
         messages: &[Received],
         decoded: &[(usize, EventEnvelope, H::Event)],
         isolate: bool,
-    ) -> Result<Vec<(usize, Disposition)>, Error> {
+    ) -> Result<Committed, Error> {
         let mut tx = self
             .pool
             .begin()
@@ -129,7 +135,22 @@ impl<H: Handler> Consumer<H> {
             })
             .collect();
         let mut new = inbox::record(&mut tx, &entries).await?;
+        // Where each aggregate of the new, sequenced events stands, locked until
+        // commit. Checked on FIFO queues only: a standard queue promises no order.
+        let keys: Vec<AggregateKey> = if self.queue.is_fifo() {
+            decoded
+                .iter()
+                .filter(|(_, e, _)| e.sequence.is_some() && new.contains(&e.event_id))
+                .map(|(_, e, _)| key_of(e))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut positions = inbox::lock_positions(&mut tx, &keys).await?;
+        let mut advanced: HashMap<AggregateKey, i64> = HashMap::new();
+        let dead_letter_queue = self.dead_letter_url.lock().expect("not poisoned").is_some();
         let mut applied = Vec::with_capacity(decoded.len());
+        let mut out_of_sequence = Vec::new();
         // Groups with a failed message in this receive: their later messages
         // must not overtake it.
         let mut failed_groups: HashSet<&str> = HashSet::new();
@@ -151,6 +172,29 @@ impl<H: Handler> Consumer<H> {
                 applied.push((*i, Disposition::Done(Handled::Duplicate)));
                 continue;
             }
+            // Only the next event of its aggregate is applied.
+            let key = key_of(envelope);
+            if let (Some(received), Some(&last)) = (envelope.sequence, positions.get(&key)) {
+                if received <= last {
+                    tracing::info!(message_id = %message.message_id, event_id = %envelope.event_id,
+                        aggregate_id = %envelope.aggregate_id, sequence = received, last_applied = last,
+                        "old copy skipped: its aggregate is past this sequence number");
+                    applied.push((*i, Disposition::Done(Handled::Duplicate)));
+                    continue;
+                }
+                if received != last + 1 {
+                    // It must look new when it is redriven, in order.
+                    inbox::forget(&mut tx, envelope.event_id).await?;
+                    out_of_sequence.push((*i, last + 1, received));
+                    if let Some(group) = message.group_id.as_deref()
+                        && !dead_letter_queue
+                    {
+                        failed_groups.insert(group);
+                    }
+                    applied.push((*i, Disposition::Poison));
+                    continue;
+                }
+            }
             let span = tracing::info_span!("message", message_id = %message.message_id,
                 event_id = %envelope.event_id, traceparent = message.traceparent.as_deref().unwrap_or(""),
                 receive_count = message.receive_count);
@@ -159,6 +203,10 @@ impl<H: Handler> Consumer<H> {
                     tracing::Instrument::instrument(self.apply_one(&mut tx, envelope, event), span)
                         .await
                         .map_err(Error::Handler)?;
+                if let (Some(received), Some(last)) = (envelope.sequence, positions.get_mut(&key)) {
+                    *last = received;
+                    advanced.insert(key, received);
+                }
                 applied.push((*i, Disposition::Done(handled)));
                 continue;
             }
@@ -174,7 +222,28 @@ impl<H: Handler> Consumer<H> {
                         .commit()
                         .await
                         .db("Failed to release a savepoint")?;
+                    if let (Some(received), Some(last)) =
+                        (envelope.sequence, positions.get_mut(&key))
+                    {
+                        *last = received;
+                        advanced.insert(key, received);
+                    }
                     applied.push((*i, Disposition::Done(handled)));
+                }
+                Err(e) if e.downcast_ref::<Poison>().is_some() => {
+                    // The handler found, on the database, that it can never be applied.
+                    savepoint
+                        .rollback()
+                        .await
+                        .db("Failed to roll back to a savepoint")?;
+                    inbox::forget(&mut tx, envelope.event_id).await?;
+                    self.poison(message, e.downcast_ref::<Poison>().expect("checked"));
+                    if let Some(group) = message.group_id.as_deref()
+                        && !dead_letter_queue
+                    {
+                        failed_groups.insert(group);
+                    }
+                    applied.push((*i, Disposition::Poison));
                 }
                 Err(e) => {
                     savepoint
@@ -193,10 +262,14 @@ impl<H: Handler> Consumer<H> {
                 }
             }
         }
+        inbox::advance_positions(&mut tx, &advanced).await?;
         tx.commit()
             .await
             .db("Failed to commit the received messages")?;
-        Ok(applied)
+        Ok(Committed {
+            applied,
+            out_of_sequence,
+        })
     }
 
     /// The handler's `apply`, bounded by `the handler timeout`, a panic
@@ -221,9 +294,38 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
+    /// An event that is not the next one of its aggregate: never applied, made
+    /// visible (dead-lettered, like poison), counted and logged.
+    fn out_of_sequence(
+        &self,
+        message: &Received,
+        envelope: &EventEnvelope,
+        expected: i64,
+        received: i64,
+    ) {
+        self.metrics.failure("out_of_sequence");
+        tracing::error!(message_id = %message.message_id, event_id = %envelope.event_id,
+            event_type = %envelope.event_type, aggregate_type = %envelope.aggregate_type,
+            aggregate_id = %envelope.aggregate_id, expected, received,
+            "event out of sequence: not applied, dead-lettered (an earlier event of its aggregate has not been applied; redrive the DLQ in order once it has)");
+    }
+
     fn poison(&self, message: &Received, poison: &Poison) {
         self.metrics.failure(poison.reason);
         tracing::error!(message_id = %message.message_id, receive_count = message.receive_count,
             reason = poison.reason, detail = %poison.detail, "poison message left for the redrive policy (DLQ)");
     }
+}
+
+/// What one transaction of [`Consumer::apply`] committed.
+struct Committed {
+    /// Each message's outcome, by index in the receive.
+    applied: Vec<(usize, Disposition)>,
+    /// Messages refused as out of sequence: (index, expected, received);
+    /// reported once the transaction committed.
+    out_of_sequence: Vec<(usize, i64, i64)>,
+}
+
+fn key_of(envelope: &EventEnvelope) -> AggregateKey {
+    (envelope.aggregate_type.clone(), envelope.aggregate_id)
 }

@@ -11,6 +11,18 @@
 //! group keep their order; after a poison message the rest of its group is left
 //! in the queue, untouched, to keep that order.
 //!
+//! On a FIFO queue an aggregate's events are also applied strictly in their
+//! sequence order (the envelope's `sequence`, 1, 2, 3…, given by
+//! [`crate::store::enqueue`]). The consumer keeps the last sequence it applied
+//! per aggregate (`outbox.inbox_position`) in the same transaction as the
+//! effects; an event whose sequence is lower is an old copy (skipped and
+//! deleted), one whose sequence is higher than the next is *out of sequence*:
+//! never applied, dead-lettered like poison, counted
+//! (`consumer_failed_total{reason="out_of_sequence"}`) and logged at ERROR with
+//! the aggregate, the expected and the received sequence. The first event of an
+//! aggregate a consumer sees must be sequence 1. Events without a sequence
+//! (written before sequences existed) are applied unchecked.
+//!
 //! A message is deleted only after the transaction that applied it (or found it
 //! a duplicate) committed. A transient failure (database down) rolls the batch
 //! back and leaves its messages to come back after the visibility timeout; a
@@ -28,8 +40,8 @@
 //!
 //! Each receive goes receive → handle → acknowledge, one file each:
 //! - `receive`: long polling, the queue's redrive policy;
-//! - `handle`: decode, inbox + effects in one transaction, in
-//!   group order;
+//! - `handle`: decode, inbox + positions + effects in one transaction, in
+//!   group and sequence order;
 //! - `acknowledge`: delete what committed, release or
 //!   dead-letter the rest, extend visibility while handlers work;
 //! - `breaker`: the circuit breaker for database outages.

@@ -11,19 +11,17 @@ use crate::helpers::*;
 async fn a_booking_made_over_http_is_paid() {
     let (queue, _dlq) = queue_with_dlq(5, 30).await;
     let booking_db = new_database_url();
-    let booking = booking_service::startup::Application::build(
-        booking_service::config::Config::parse_from([
-            "booking-service",
-            "--bind-addr=127.0.0.1:0",
-            &format!("--database-url={booking_db}"),
-            &format!("--sqs-queue-url={queue}"),
-        ]),
-    )
+    let booking = booking_service::startup::build(booking_service::config::Config::parse_from([
+        "booking-service",
+        "--bind-addr=127.0.0.1:0",
+        &format!("--database-url={booking_db}"),
+        &format!("--sqs-queue-url={queue}"),
+        "--consumer-enabled=false",
+    ]))
     .await
     .unwrap();
-    let booking_address = format!("http://127.0.0.1:{}", booking.port());
-    let stop_booking = tokio_util::sync::CancellationToken::new();
-    let booking = tokio::spawn(booking.run(stop_booking.clone()));
+    let booking = TestApp::spawn(booking, booking_db, Some(queue.clone()));
+    let booking_address = booking.address.clone();
     let payments = spawn_app(&new_database_url(), &queue, &[]).await;
 
     let response = payments
@@ -56,8 +54,7 @@ async fn a_booking_made_over_http_is_paid() {
         .unwrap();
     assert_eq!(list["items"][0]["flightId"], flight_id.to_string());
 
-    stop_booking.cancel();
-    booking.await.unwrap().unwrap();
+    booking.stop().await;
     payments.stop().await;
 }
 
@@ -77,7 +74,7 @@ async fn the_same_event_delivered_three_times_and_redelivered_is_paid_once() {
     eventually(
         Duration::from_secs(15),
         "all three copies are consumed",
-        || async { (queue_depth(&queue).await == 0 && app.payments().await == 1).then_some(()) },
+        || async { (queue_depth(&queue).await == 0 && payments(&app).await == 1).then_some(()) },
     )
     .await;
     let metrics = eventually(Duration::from_secs(5), "duplicates are counted", || async {
@@ -87,7 +84,7 @@ async fn the_same_event_delivered_three_times_and_redelivered_is_paid_once() {
     })
     .await;
     assert!(metrics.contains("consumer_processed_total 1"), "{metrics}");
-    assert_eq!(app.payments().await, 1);
+    assert_eq!(payments(&app).await, 1);
     let inbox: i64 = sqlx::query_scalar("select count(*) from outbox.inbox")
         .fetch_one(&app.pool)
         .await
@@ -131,7 +128,7 @@ async fn a_message_redelivered_after_a_crash_before_delete_is_not_charged_twice(
             outbox::Handled::Processed
         )]
     );
-    assert_eq!(app.payments().await, 1);
+    assert_eq!(payments(&app).await, 1);
 
     // After the visibility timeout the message is back, and recognised.
     let second = eventually(Duration::from_secs(10), "the redelivery", || async {
@@ -140,7 +137,7 @@ async fn a_message_redelivered_after_a_crash_before_delete_is_not_charged_twice(
     })
     .await;
     assert_eq!(second.duplicates, 1);
-    assert_eq!(app.payments().await, 1);
+    assert_eq!(payments(&app).await, 1);
     assert_eq!(
         queue_depth(&queue_url).await,
         0,
@@ -228,7 +225,7 @@ async fn poison_messages_end_in_the_dlq_and_good_ones_are_still_processed() {
         || async { (queue_depth(&dlq).await == 3).then_some(()) },
     )
     .await;
-    assert_eq!(app.payments().await, 1);
+    assert_eq!(payments(&app).await, 1);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     for reason in ["malformed", "unknown_type", "unsupported_version"] {
         assert!(
@@ -264,7 +261,7 @@ async fn while_the_database_is_down_messages_wait_and_are_paid_when_it_is_back()
         || payment_of(&app, event.aggregate_id),
     )
     .await;
-    assert_eq!(app.payments().await, 1);
+    assert_eq!(payments(&app).await, 1);
 }
 
 #[tokio::test]
@@ -342,6 +339,7 @@ async fn one_group_is_handled_in_order_and_slow_messages_keep_their_visibility()
     for n in 0..10 {
         let mut event = flight_booked(100);
         event.aggregate_id = booking;
+        event.sequence = Some(n + 1);
         event.payload = json!({ "n": n });
         send_event(&queue_url, &event).await;
     }

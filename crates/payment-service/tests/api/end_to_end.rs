@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use booking_service::config::Config as BookingConfig;
-use booking_service::startup::Application as Booking;
+
 use clap::Parser;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::helpers::*;
@@ -19,19 +18,18 @@ use crate::helpers::*;
 async fn any_name_the_api_accepts_is_relayed_and_paid() {
     let (queue_url, _dlq) = queue_with_dlq(5, 30).await;
     let booking_db = service_kit::testing::new_database_url("t");
-    let booking = Booking::build(BookingConfig::parse_from([
+    let booking = booking_service::startup::build(BookingConfig::parse_from([
         "booking-service".to_owned(),
         "--bind-addr=127.0.0.1:0".to_owned(),
         format!("--database-url={booking_db}"),
         format!("--sqs-queue-url={queue_url}"),
         "--max-connections=5".to_owned(),
+        "--consumer-enabled=false".to_owned(),
     ]))
     .await
     .expect("booking-service builds");
-    let booking_address = format!("http://127.0.0.1:{}", booking.port());
-    let booking_pool = booking.pool().clone();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(booking.run(shutdown.clone()));
+    let booking = TestApp::spawn(booking, booking_db, Some(queue_url.clone()));
+    let (booking_address, booking_pool) = (booking.address.clone(), booking.pool.clone());
     let payments = spawn_app(&new_database_url(), &queue_url, &[]).await;
 
     let names = [
@@ -91,7 +89,6 @@ async fn any_name_the_api_accepts_is_relayed_and_paid() {
         .unwrap();
     assert_eq!(events, names.len() as i64);
 
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    booking.stop().await;
     payments.stop().await;
 }

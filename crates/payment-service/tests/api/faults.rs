@@ -59,7 +59,7 @@ async fn a_consumer_database_outage_longer_than_the_redrive_threshold_dead_lette
         )
         .await;
     }
-    assert_eq!(app.payments().await, 21, "each paid exactly once");
+    assert_eq!(payments(&app).await, 21, "each paid exactly once");
     assert_eq!(dlq_depth(&dlq).await, 0);
     let status: Value = app.get("/health/status").await.json().await.unwrap();
     assert_eq!(status["consumer"]["breaker"], "closed");
@@ -140,7 +140,7 @@ async fn an_operator_moves_the_dlq_back_and_each_redriven_event_is_paid_once() {
     })
     .await;
     assert_eq!(
-        app.payments().await,
+        payments(&app).await,
         3,
         "the duplicate was not charged again"
     );

@@ -7,30 +7,16 @@ use clap::Parser;
 use contracts::{FlightBookedV1, Money};
 use outbox::envelope::EventEnvelope;
 use payment_service::config::Config;
-use payment_service::startup::Application;
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// The operator token of the test apps (unless a test gives its own
-/// `--admin-token`).
-pub const ADMIN_TOKEN: &str = "test-operator-token";
+pub use service_kit::testing::{ADMIN_TOKEN, TestApp, queue_depth, send, send_event, sqs};
 
-pub struct TestApp {
-    pub address: String,
-    /// The HTTP handlers' pool.
-    pub pool: PgPool,
-    /// The consumer's pool (when the consumer runs).
-    pub consumer_pool: Option<PgPool>,
-    pub client: reqwest::Client,
-    shutdown: CancellationToken,
-    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-/// A payment-service consuming `queue_url`, on `database_url`.
-pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> TestApp {
-    service_kit::telemetry::init_for_tests();
+/// payment-service's arguments for a test: port 0, `database_url`, the consumer
+/// on `queue_url` (1 s polls keep shutdown quick), the relay off unless `extra`
+/// names a payment events queue; then `extra`.
+pub fn payment_args(database_url: &str, queue_url: &str, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "payment-service".to_owned(),
         "--bind-addr=127.0.0.1:0".to_owned(),
@@ -38,113 +24,42 @@ pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> T
         format!("--sqs-queue-url={queue_url}"),
         "--max-connections=5".to_owned(),
     ];
-    if !extra.iter().any(|a| a.starts_with("--consumer-wait-time")) {
-        // Short polls keep shutdown quick in tests.
-        args.push("--consumer-wait-time=1s".to_owned());
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--payment-events-queue"))
+    {
+        args.push("--relay-enabled=false".to_owned());
     }
     if !extra.iter().any(|a| a.starts_with("--admin-token")) {
         args.push(format!("--admin-token={ADMIN_TOKEN}"));
     }
+    if !extra.iter().any(|a| a.starts_with("--consumer-wait-time")) {
+        args.push("--consumer-wait-time=1s".to_owned());
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
-    let app = Application::build(Config::parse_from(args))
+    args
+}
+
+/// A payment-service consuming `queue_url`, on `database_url`.
+pub async fn spawn_app(database_url: &str, queue_url: &str, extra: &[&str]) -> TestApp {
+    let config = Config::parse_from(payment_args(database_url, queue_url, extra));
+    let app = payment_service::startup::build(config)
         .await
         .expect("the application builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let pool = app.pool().clone();
-    let consumer_pool = app.consumer_pool().cloned();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run(shutdown.clone()));
-    TestApp {
-        address,
-        pool,
-        consumer_pool,
-        client: reqwest::Client::new(),
-        shutdown,
-        handle: Some(handle),
-    }
+    TestApp::spawn(app, database_url.to_owned(), None)
 }
 
-impl TestApp {
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// GET with the operator token (the listing is an operator action).
-    pub async fn get_as_operator(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn payments(&self) -> i64 {
-        sqlx::query_scalar("select count(*) from payment")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
-    }
-
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(handle) = self.handle.take() {
-            handle.await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-pub async fn sqs() -> aws_sdk_sqs::Client {
-    outbox::sqs::client().await
+/// Payments recorded.
+pub async fn payments(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from payment")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
 
 /// A FIFO queue with a FIFO DLQ after `max_receives` receives; returns (queue, dlq) URLs.
 pub async fn queue_with_dlq(max_receives: u32, visibility_seconds: u32) -> (String, String) {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let client = sqs().await;
-    let id = Uuid::new_v4().simple();
-    let dlq = outbox::sqs::create_queue(&client, &format!("pay-dlq-{id}.fifo"))
-        .await
-        .unwrap();
-    let dlq_arn = client
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let queue = client
-        .create_queue()
-        .queue_name(format!("pay-{id}.fifo"))
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            visibility_seconds.to_string(),
-        )
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    (queue, dlq)
+    service_kit::testing::queue_with_dlq("pay", max_receives, visibility_seconds).await
 }
 
 /// A FlightBooked envelope for a new flight, as the relay would send it.
@@ -169,54 +84,41 @@ pub fn flight_booked(amount: i64) -> EventEnvelope {
         event_version: 1,
         aggregate_type: "flight".into(),
         aggregate_id: flight_id,
+        sequence: Some(1),
         occurred_at: Utc::now(),
         traceparent: None,
         payload: serde_json::to_value(event).unwrap(),
     }
 }
 
-/// Sends `body` to a FIFO queue in `group`; a fresh deduplication id each time,
-/// so a deliberate re-send is not dropped by SQS (as after the 5-minute window).
-pub async fn send(queue_url: &str, group: &str, body: &str) {
-    sqs()
-        .await
-        .send_message()
-        .queue_url(queue_url)
-        .message_group_id(group)
-        .message_deduplication_id(Uuid::new_v4().to_string())
-        .message_body(body)
-        .send()
-        .await
-        .unwrap();
+/// The FlightCancelled envelope booking-service would send for `flight_id`,
+/// its booking's second event.
+pub fn flight_cancelled(flight_id: Uuid) -> EventEnvelope {
+    let event = contracts::FlightCancelledV1 {
+        flight_id,
+        cancelled_at: Utc::now(),
+    };
+    EventEnvelope {
+        event_id: Uuid::now_v7(),
+        event_type: "FlightCancelled".into(),
+        event_version: 1,
+        aggregate_type: "flight".into(),
+        aggregate_id: flight_id,
+        sequence: Some(2),
+        occurred_at: Utc::now(),
+        traceparent: None,
+        payload: serde_json::to_value(event).unwrap(),
+    }
 }
 
-pub async fn send_event(queue_url: &str, envelope: &EventEnvelope) {
-    send(
-        queue_url,
-        &envelope.aggregate_id.to_string(),
-        &serde_json::to_string(envelope).unwrap(),
+/// (event type, sequence, envelope) of every event in the payment outbox, in order.
+pub async fn announced(app: &TestApp) -> Vec<(String, i64, Value)> {
+    sqlx::query_as(
+        "select event_type, (envelope->>'sequence')::int8, envelope from outbox.event order by seq",
     )
-    .await;
-}
-
-/// Messages visible or in flight on a queue.
-pub async fn queue_depth(queue_url: &str) -> i64 {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let attributes = sqs()
-        .await
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap_or_default();
-    attributes
-        .values()
-        .map(|v| v.parse::<i64>().unwrap_or(0))
-        .sum()
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
 }
 
 pub async fn payment_of(app: &TestApp, flight_id: Uuid) -> Option<Value> {

@@ -8,5 +8,8 @@ mod faults;
 mod groups;
 mod helpers;
 mod inputs;
+mod lifecycle;
 mod openapi;
+mod schema;
+mod settings;
 mod startup;

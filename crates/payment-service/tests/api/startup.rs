@@ -2,13 +2,12 @@
 
 use clap::Parser;
 use payment_service::config::Config;
-use payment_service::startup::Application;
 
 use crate::helpers::*;
 
 async fn refusal(args: &[&str]) -> String {
     let args = std::iter::once("payment-service").chain(args.iter().copied());
-    match Application::build(Config::parse_from(args)).await {
+    match payment_service::startup::build(Config::parse_from(args)).await {
         Ok(_) => panic!("the application started"),
         Err(e) => format!("{e:#}"),
     }

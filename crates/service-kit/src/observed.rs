@@ -1,8 +1,8 @@
-//! The relay as this process runs it: `outbox::relay::Relay` with its
-//! publisher observed, so `/health/status` can say whether the relay runs and
-//! when SQS last took one of its events (state the outbox crate does not
-//! expose itself), and, with OTLP export on, each event's send is a `publish`
-//! span in the trace of the booking that wrote it.
+//! The relay as a service runs it: `outbox::relay::Relay` with its publisher
+//! observed, so `/health/status` can say whether the relay runs and when SQS
+//! last took one of its events (state the outbox crate does not expose
+//! itself), and, with OTLP export on, each event's send is a `publish` span in
+//! the trace of the request that wrote it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ pub struct RelayState {
 }
 
 impl RelayState {
+    /// Whether the relay's task runs.
     pub fn running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
     }
@@ -55,6 +56,7 @@ pub struct ObservedPublisher<P> {
 }
 
 impl<P> ObservedPublisher<P> {
+    /// `inner`, recording its successes in `state`.
     pub fn new(inner: P, state: Arc<RelayState>) -> Self {
         Self { inner, state }
     }
@@ -63,7 +65,7 @@ impl<P> ObservedPublisher<P> {
 impl<P: Publisher> Publisher for ObservedPublisher<P> {
     async fn publish(&self, batch: &[Claimed]) -> Result<BatchOutcome, SendError> {
         // One span per event, in its booking's trace, open for the send.
-        let spans: Vec<tracing::Span> = if service_kit::trace::enabled() {
+        let spans: Vec<tracing::Span> = if crate::trace::enabled() {
             batch
                 .iter()
                 .map(|event| {
@@ -71,7 +73,7 @@ impl<P: Publisher> Publisher for ObservedPublisher<P> {
                         event_id = %event.event_id, aggregate_id = %event.aggregate_id,
                         event_type = %event.event_type, attempt = event.attempts + 1,
                         trace_id = tracing::field::Empty, outcome = tracing::field::Empty);
-                    service_kit::trace::continue_trace(&span, event.traceparent.as_deref());
+                    crate::trace::continue_trace(&span, event.traceparent.as_deref());
                     span
                 })
                 .collect()
