@@ -112,6 +112,7 @@ async fn a_booking_and_its_payment_are_one_trace_across_both_services() {
             service_kit::testing::new_database_url("t")
         ),
         format!("--sqs-queue-url={queue}"),
+        "--consumer-enabled=false".to_owned(),
         "--max-connections=3".to_owned(),
     ]))
     .await
@@ -127,6 +128,7 @@ async fn a_booking_and_its_payment_are_one_trace_across_both_services() {
         .env("BIND_ADDR", format!("127.0.0.1:{payment_port}"))
         .env("DATABASE_URL", service_kit::testing::new_database_url("t"))
         .env("SQS_QUEUE_URL", &queue)
+        .env("RELAY_ENABLED", "false")
         .env("CONSUMER_WAIT_TIME", "1s")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")

@@ -123,7 +123,12 @@ async fn a_booking_is_pending_payment_until_its_approved_payment_confirms_it() {
         event.payload["approvedAt"]
     );
     assert_ne!(confirmed["statusChangedAt"], confirmed["createdAt"]);
-    let list: Value = app.get_as_operator("/api/flights").await.json().await.unwrap();
+    let list: Value = app
+        .get_as_operator("/api/flights")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["items"][0], confirmed, "the list shows the same");
 }
 

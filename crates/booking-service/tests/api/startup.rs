@@ -16,8 +16,10 @@ use crate::helpers::*;
 /// its start-up error, with the cause chain.
 async fn refusal(args: &[&str]) -> String {
     // The consumer of payment events is not what these tests are about.
-    let consumer_off = (!args.iter().any(|a| a.contains("consumer") || a.contains("payment-events")))
-        .then_some("--consumer-enabled=false");
+    let consumer_off = (!args
+        .iter()
+        .any(|a| a.contains("consumer") || a.contains("payment-events")))
+    .then_some("--consumer-enabled=false");
     let args = std::iter::once("booking-service")
         .chain(consumer_off)
         .chain(args.iter().copied());

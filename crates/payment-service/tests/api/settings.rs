@@ -39,10 +39,11 @@ async fn a_part_switched_on_without_its_queue_refuses_to_start_naming_the_settin
     ])
     .await;
     assert!(bad.starts_with("PAYMENT_EVENTS_QUEUE_URL:"), "{bad}");
-    // Both queues given: it gets as far as the database.
+    // Both queues given (on an SQS that does not answer: an outage, not a
+    // refusal): it gets as far as the database.
     let database = refusal(&[
-        "--sqs-queue-name=bookings.fifo",
-        "--payment-events-queue-name=payment-events.fifo",
+        "--sqs-queue-url=http://127.0.0.1:1/000000000000/bookings.fifo",
+        "--payment-events-queue-url=http://127.0.0.1:1/000000000000/payment-events.fifo",
     ])
     .await;
     assert!(database.contains("127.0.0.1:1"), "{database}");

@@ -6,7 +6,14 @@ use payment_service::config::Config;
 use crate::helpers::*;
 
 async fn refusal(args: &[&str]) -> String {
-    let args = std::iter::once("payment-service").chain(args.iter().copied());
+    // The relay of payment events is not what these tests are about.
+    let relay_off = (!args
+        .iter()
+        .any(|a| a.contains("relay") || a.contains("payment-events")))
+    .then_some("--relay-enabled=false");
+    let args = std::iter::once("payment-service")
+        .chain(relay_off)
+        .chain(args.iter().copied());
     match payment_service::startup::build(Config::parse_from(args)).await {
         Ok(_) => panic!("the application started"),
         Err(e) => format!("{e:#}"),
