@@ -19,7 +19,7 @@ use outbox::envelope::{ContractError, EventEnvelope, NewEvent};
 use outbox::{Event, Handled, Handler, HandlerError, Poison};
 use sqlx::PgConnection;
 
-use crate::payments::{self, Outcome, Payment, Refund};
+use crate::payments::{self, Decision, Payment, Refund};
 
 /// A booking event payment-service understands.
 #[derive(Debug, Clone)]
@@ -112,7 +112,7 @@ impl PaymentHandler {
             return Ok(Handled::Duplicate);
         };
         let announcement = match outcome {
-            Outcome::Approved => NewEvent::of(
+            Decision::Approved => NewEvent::of(
                 payment.id,
                 &PaymentApprovedV1 {
                     payment_id: payment.id,
@@ -122,7 +122,7 @@ impl PaymentHandler {
                 },
                 envelope.traceparent.clone(),
             )?,
-            Outcome::Declined => NewEvent::of(
+            Decision::Declined => NewEvent::of(
                 payment.id,
                 &PaymentDeclinedV1 {
                     payment_id: payment.id,

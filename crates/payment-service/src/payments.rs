@@ -11,15 +11,15 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// How a payment ended.
+/// What the payment rule decided for a booking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Outcome {
+pub enum Decision {
     Approved,
     Declined,
 }
 
-impl Outcome {
+impl Decision {
     fn as_str(self) -> &'static str {
         match self {
             Self::Approved => "APPROVED",
@@ -30,17 +30,17 @@ impl Outcome {
 
 /// The rule, deterministic so demos and tests can produce both outcomes: a fare
 /// above `decline_above` minor units is declined, any other is approved.
-pub fn decide(event: &FlightBookedV1, decline_above: i64) -> (Outcome, Option<String>) {
+pub fn decide(event: &FlightBookedV1, decline_above: i64) -> (Decision, Option<String>) {
     if event.fare.amount > decline_above {
         (
-            Outcome::Declined,
+            Decision::Declined,
             Some(format!(
                 "fare {} {} is above the limit of {decline_above}",
                 event.fare.amount, event.fare.currency
             )),
         )
     } else {
-        (Outcome::Approved, None)
+        (Decision::Approved, None)
     }
 }
 
@@ -50,7 +50,7 @@ pub fn decide(event: &FlightBookedV1, decline_above: i64) -> (Outcome, Option<St
 /// then paid back because its booking was cancelled (final).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Status {
+pub enum PaymentStatus {
     Approved,
     Declined,
     Refunded,
@@ -71,8 +71,8 @@ pub struct Payment {
     #[schema(example = "EUR")]
     pub currency: String,
     /// What was decided when the booking arrived (a refund does not change it).
-    pub outcome: Outcome,
-    pub status: Status,
+    pub outcome: Decision,
+    pub status: PaymentStatus,
     /// Why it was declined.
     pub reason: Option<String>,
     pub booked_at: DateTime<Utc>,
@@ -106,15 +106,15 @@ impl From<PaymentRow> for Payment {
             amount: r.amount,
             currency: r.currency,
             outcome: if r.outcome == "DECLINED" {
-                Outcome::Declined
+                Decision::Declined
             } else {
-                Outcome::Approved
+                Decision::Approved
             },
             // The table's check constraint allows these three only.
             status: match r.status.as_str() {
-                "REFUNDED" => Status::Refunded,
-                "DECLINED" => Status::Declined,
-                _ => Status::Approved,
+                "REFUNDED" => PaymentStatus::Refunded,
+                "DECLINED" => PaymentStatus::Declined,
+                _ => PaymentStatus::Approved,
             },
             reason: r.reason,
             booked_at: r.booked_at,
@@ -131,7 +131,7 @@ pub async fn record(
     conn: &mut PgConnection,
     event_id: Uuid,
     event: &FlightBookedV1,
-    outcome: Outcome,
+    outcome: Decision,
     reason: Option<&str>,
 ) -> anyhow::Result<Option<Payment>> {
     let row = sqlx::query_as!(
@@ -187,9 +187,9 @@ pub async fn refund(conn: &mut PgConnection, flight_id: Uuid) -> anyhow::Result<
         return Ok(Refund::NoPayment);
     };
     match payment.status {
-        Status::Declined => return Ok(Refund::NothingCharged(payment)),
-        Status::Refunded => return Ok(Refund::AlreadyRefunded(payment)),
-        Status::Approved => {}
+        PaymentStatus::Declined => return Ok(Refund::NothingCharged(payment)),
+        PaymentStatus::Refunded => return Ok(Refund::AlreadyRefunded(payment)),
+        PaymentStatus::Approved => {}
     }
     let refunded = sqlx::query_as!(
         PaymentRow,
