@@ -58,10 +58,8 @@ async fn start() -> anyhow::Result<(TestApp, TestApp)> {
         "--max-connections=20".to_owned(),
     ];
     args.extend(queues.iter().cloned());
-    let booking = booking_service::startup::build(booking_service::config::Config::parse_from(
-        args,
-    ))
-    .await?;
+    let booking =
+        booking_service::startup::build(booking_service::config::Config::parse_from(args)).await?;
     let booking = TestApp::spawn(booking, booking_db, Some(bookings));
     let payment_db = new_database_url("bench_payment");
     let mut args = vec![
@@ -71,10 +69,8 @@ async fn start() -> anyhow::Result<(TestApp, TestApp)> {
         "--max-connections=20".to_owned(),
     ];
     args.extend(queues.iter().cloned());
-    let payment = payment_service::startup::build(payment_service::config::Config::parse_from(
-        args,
-    ))
-    .await?;
+    let payment =
+        payment_service::startup::build(payment_service::config::Config::parse_from(args)).await?;
     let payment = TestApp::spawn(payment, payment_db, Some(payment_events));
     Ok((booking, payment))
 }
@@ -154,8 +150,7 @@ async fn main() -> anyhow::Result<()> {
         .await;
     let posted = started.elapsed();
     let paid = all(&payment.pool, PAID, &ids, "every booking paid").await - started;
-    let confirmed =
-        all(&booking.pool, CONFIRMED, &ids, "every booking confirmed").await - started;
+    let confirmed = all(&booking.pool, CONFIRMED, &ids, "every booking confirmed").await - started;
     println!(
         "sustained: {} bookings posted by {} clients in {:.1} s ({:.0}/s)",
         ids.len(),
