@@ -121,7 +121,7 @@ wait "$pid"; rc=$?
 [ "$rc" = 1 ] || failed "run.sh exited with $rc, expected 1"
 # Both services run a relay now, so either may be the first found dead.
 grep -Eq "(booking|payment)-service exited during start-up" "$DIR/fail.log" || failed "run.sh did not say which service exited: $(tail -n 15 "$DIR/fail.log")"
-sed -n '/exited during start-up/,$p' "$DIR/fail.log" | grep -q "RELAY_BACKOFF_BASE: backoff_base (2s) must not exceed" || failed "run.sh did not print booking-service's error line: $(tail -n 15 "$DIR/fail.log")"
+sed -n '/exited during start-up/,$p' "$DIR/fail.log" | grep -q "RELAY_BACKOFF_BASE: " || failed "run.sh did not print the service's error line: $(tail -n 15 "$DIR/fail.log")"
 [ "$took" -le 5000 ] || failed "run.sh took $took ms to report the failed start"
 log "reported $took ms after the services started"
 sleep 0.5
