@@ -120,7 +120,7 @@ describe('dashboard', () => {
   });
 
   test('shows the outbox EMF metrics under the names booking-service prints', () => {
-    const emf = rustSource('outbox/src/metrics.rs');
+    const emf = rustSource('outbox/src/emf.rs');
     for (const name of ['OutboxOldestPendingAgeSeconds', 'OutboxPendingEvents', 'OutboxParkedEvents']) {
       expect(emf).toContain(`"Name": "${name}"`);
       expect(body()).toContain(name);
