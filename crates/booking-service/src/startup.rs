@@ -7,11 +7,8 @@ use std::sync::{Arc, LazyLock};
 
 use outbox::consumer::Consumer;
 use outbox::metrics::{ConsumerMetrics, RelayMetrics};
-use outbox::relay::Relay;
-use outbox::sqs::SqsPublisher;
 use prometheus_client::registry::Registry;
 use service_kit::app::App;
-use service_kit::observed::{ObservedPublisher, RelayState};
 use sqlx::migrate::Migrator;
 
 use crate::api::{self, AppState};
@@ -62,18 +59,20 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let pool = service_kit::db::connect(&config.database, options.clone(), &migrators()).await?;
     // The parts' own connections: the relay's LISTEN connection and claims, the
     // consumer's receives and requests never wait behind each other.
-    let relay_pool = match &relay {
-        Some(_) => {
-            Some(service_kit::db::pool(&config.database, &options, config.relay.pool_size()).await?)
-        }
-        None => None,
-    };
-    let consumer_pool = match &consumer {
-        Some(_) => Some(
-            service_kit::db::pool(&config.database, &options, config.consumer.pool_size()).await?,
-        ),
-        None => None,
-    };
+    let relay_pool = service_kit::db::part_pool(
+        &config.database,
+        &options,
+        relay.is_some(),
+        config.relay.pool_size(),
+    )
+    .await?;
+    let consumer_pool = service_kit::db::part_pool(
+        &config.database,
+        &options,
+        consumer.is_some(),
+        config.consumer.pool_size(),
+    )
+    .await?;
 
     let (relay_metrics, consumer_metrics) = (RelayMetrics::default(), ConsumerMetrics::default());
     let mut registry = Registry::default();
@@ -82,11 +81,7 @@ pub async fn build(config: Config) -> anyhow::Result<App> {
     let relay = relay
         .zip(relay_pool.clone())
         .map(|((queue, relay_config), relay_pool)| {
-            let state = Arc::new(RelayState::default());
-            let publisher = ObservedPublisher::new(SqsPublisher::new(queue), Arc::clone(&state));
-            let relay =
-                Relay::new(relay_pool, publisher, relay_config).with_metrics(relay_metrics.clone());
-            (Arc::new(relay), state)
+            service_kit::observed::relay(relay_pool, queue, relay_config, relay_metrics.clone())
         });
     let consumer =
         consumer

@@ -185,3 +185,17 @@ pub async fn migrate(pool: &PgPool, migrators: &[&Migrator]) -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// The own pool of a background part (the relay, the consumer) of `size`
+/// connections, when the part runs (`enabled`).
+pub async fn part_pool(
+    args: &DatabaseArgs,
+    options: &PgConnectOptions,
+    enabled: bool,
+    size: u32,
+) -> anyhow::Result<Option<PgPool>> {
+    Ok(match enabled {
+        true => Some(pool(args, options, size).await?),
+        false => None,
+    })
+}

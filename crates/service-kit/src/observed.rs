@@ -105,3 +105,21 @@ impl<P: Publisher> Publisher for ObservedPublisher<P> {
         outcome
     }
 }
+
+/// A service's relay on its own pool, publishing to `queue` through an
+/// [`ObservedPublisher`]; returns it with the state `/health/status` reads.
+pub fn relay(
+    pool: sqlx::PgPool,
+    queue: outbox::sqs::Queue,
+    config: outbox::RelayConfig,
+    metrics: outbox::metrics::RelayMetrics,
+) -> (
+    Arc<outbox::Relay<ObservedPublisher<outbox::sqs::SqsPublisher>>>,
+    Arc<RelayState>,
+) {
+    let state = Arc::new(RelayState::default());
+    let publisher =
+        ObservedPublisher::new(outbox::sqs::SqsPublisher::new(queue), Arc::clone(&state));
+    let relay = outbox::Relay::new(pool, publisher, config).with_metrics(metrics);
+    (Arc::new(relay), state)
+}
